@@ -1,0 +1,26 @@
+"""Shared test set-up. Real servers (PostgreSQL, S3) start once per session, in fixtures/."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+# Each plugin module owns one kind of fixture (servers, models, data).
+pytest_plugins = [
+    "tests.fixtures.home",
+]
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Two cores: keep torch from oversubscribing them when it is loaded."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(2)
+    yield

@@ -1,0 +1,220 @@
+"""The prompt-set checkpoint format: ONE safetensors file.
+
+The file holds the prompt tensors plus exactly one metadata key, ``vopstore``,
+whose value is canonical JSON (sorted keys, no whitespace). safetensors writes
+several metadata keys in a random order, so a single key is what makes "same
+content -> same bytes -> same sha256" hold, and the sha256 of the file is its
+identity everywhere (blob key, version digest, cache path).
+
+Reading and validating the header needs no torch, so the store and the CLI can
+check a file without importing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from vopstore.errors import FileMissingError, InvalidCheckpointError
+
+FORMAT_VERSION = 1
+METADATA_KEY = "vopstore"
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def canonical_json(obj: Any) -> str:
+    """Serialise ``obj`` deterministically: sorted keys, compact separators, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class PromptSetMeta:
+    """What a prompt set says about itself; stored as the ``vopstore`` metadata key."""
+
+    method: str
+    config: dict
+    backbone_name: str
+    backbone_fingerprint: str
+    dtype: str
+    params: int
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return canonical_json(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "checkpoint") -> PromptSetMeta:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidCheckpointError(f"{source}: the '{METADATA_KEY}' metadata is not JSON ({exc.msg})") from None
+        if not isinstance(raw, dict):
+            raise InvalidCheckpointError(f"{source}: the '{METADATA_KEY}' metadata must be a JSON object")
+        version = raw.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise InvalidCheckpointError(f"{source}: metadata has no valid format_version")
+        if version > FORMAT_VERSION:
+            raise InvalidCheckpointError(
+                f"{source}: written by a newer vopstore (format {version} > {FORMAT_VERSION}); upgrade vopstore"
+            )
+        expected = {"method": str, "config": dict, "backbone_name": str,
+                    "backbone_fingerprint": str, "dtype": str, "params": int}
+        for key, kind in expected.items():
+            if not isinstance(raw.get(key), kind) or isinstance(raw.get(key), bool):
+                raise InvalidCheckpointError(f"{source}: metadata field '{key}' is missing or not a {kind.__name__}")
+        known = {k: raw[k] for k in (*expected, "format_version")}
+        extra = raw.get("extra", {})
+        return cls(**known, extra=extra if isinstance(extra, dict) else {})
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A validated checkpoint file: its metadata, tensor shapes, sha256 and size."""
+
+    path: Path
+    meta: PromptSetMeta
+    tensors: dict[str, tuple[str, tuple[int, ...]]]
+    sha256: str
+    size: int
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_checkpoint_bytes(data: bytes, source: str = "checkpoint") -> tuple[PromptSetMeta, dict]:
+    """Validate the safetensors layout and the metadata of ``data``; return (meta, tensor table).
+
+    Refuses truncated files, non-safetensors files, and a missing, extra or invalid
+    metadata key, each with a one-line reason.
+    """
+    if len(data) < 8:
+        raise InvalidCheckpointError(f"{source}: not a safetensors file (only {len(data)} bytes)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
+        raise InvalidCheckpointError(f"{source}: not a safetensors file, or truncated (bad header length)")
+    try:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidCheckpointError(f"{source}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise InvalidCheckpointError(f"{source}: not a safetensors file (header is not an object)")
+    metadata = header.pop("__metadata__", None) or {}
+    if set(metadata) != {METADATA_KEY}:
+        raise InvalidCheckpointError(
+            f"{source}: expected exactly one metadata key '{METADATA_KEY}', found {sorted(metadata) or 'none'}; "
+            "save prompt sets with vopstore (PromptSet.save / vopstore train)"
+        )
+    meta = PromptSetMeta.from_json(metadata[METADATA_KEY], source)
+    table = _check_tensor_table(header, len(data) - 8 - header_len, source)
+    counted = sum(_numel(shape) for _, shape in table.values())
+    if counted != meta.params:
+        raise InvalidCheckpointError(f"{source}: metadata says {meta.params} parameters, tensors hold {counted}")
+    return meta, table
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
+
+
+def _check_tensor_table(header: dict, body_len: int, source: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Check that tensor byte ranges tile the body exactly (catches truncation and padding)."""
+    if not header:
+        raise InvalidCheckpointError(f"{source}: the file holds no tensors")
+    spans, table = [], {}
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidCheckpointError(f"{source}: malformed entry for tensor {name!r}") from None
+        if dtype not in _DTYPE_BYTES or any(not isinstance(d, int) or d < 0 for d in shape):
+            raise InvalidCheckpointError(f"{source}: tensor {name!r} has an unsupported dtype or shape")
+        if end - begin != _numel(shape) * _DTYPE_BYTES[dtype]:
+            raise InvalidCheckpointError(f"{source}: tensor {name!r} byte range does not match its shape")
+        spans.append((begin, end))
+        table[name] = (dtype, shape)
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise InvalidCheckpointError(f"{source}: tensor data has gaps or overlaps")
+        position = end
+    if position != body_len:
+        raise InvalidCheckpointError(
+            f"{source}: truncated or padded: tensors need {position} bytes, the file has {body_len}"
+        )
+    return table
+
+
+def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
+    """Validate the checkpoint file at ``path`` and describe it (no torch needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileMissingError(f"{path}: no such file; pass the path of a .safetensors prompt set")
+    data = path.read_bytes()
+    meta, table = parse_checkpoint_bytes(data, str(path))
+    return CheckpointInfo(path=path, meta=meta, tensors=table, sha256=sha256_bytes(data), size=len(data))
+
+
+def checkpoint_bytes(tensors: Mapping[str, Any], meta: PromptSetMeta) -> bytes:
+    """Serialise torch tensors + metadata to the canonical checkpoint bytes."""
+    from safetensors.torch import save  # torch is imported only when a checkpoint is written
+
+    clean = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
+    data = save(clean, metadata={METADATA_KEY: meta.to_json()})
+    parse_checkpoint_bytes(data, "new checkpoint")  # the writer must never produce what the reader refuses
+    return data
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, Any], meta: PromptSetMeta) -> str:
+    """Write a checkpoint atomically; return its sha256."""
+    data = checkpoint_bytes(tensors, meta)
+    atomic_write_bytes(path, data)
+    return sha256_bytes(data)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[PromptSetMeta, dict]:
+    """Validate and load a checkpoint; return (meta, {name: tensor})."""
+    from safetensors.torch import load
+
+    info_path = Path(path)
+    if not info_path.is_file():
+        raise FileMissingError(f"{info_path}: no such file; pass the path of a .safetensors prompt set")
+    data = info_path.read_bytes()
+    meta, _ = parse_checkpoint_bytes(data, str(info_path))
+    tensors = {name: t.to(device) for name, t in load(data).items()}
+    return meta, tensors
