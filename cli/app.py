@@ -23,6 +23,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.command()
+def version() -> None:
+    """Print the vopstore version."""
+    from vopstore import __version__
+
+    typer.echo(__version__)
+
+
 # Modules that add commands to `app` when imported; each owns its commands.
 COMMAND_MODULES = (
     "vopstore.cli.store_cmds",
