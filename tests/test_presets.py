@@ -1,0 +1,60 @@
+"""Every shipped preset loads into a valid TrainConfig; overrides parse and validate."""
+
+from __future__ import annotations
+
+import pytest
+
+from vopstore.errors import ConfigError, NotFoundError
+from vopstore.trainer.config import TrainConfig, build_config, list_presets, parse_override
+
+PRESETS = ["activitynet", "didemo", "lsmdc", "msrvtt-7k", "msrvtt-9k"]
+
+
+def test_shipped_presets_are_the_five_benchmarks():
+    assert list_presets() == PRESETS
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_carries_the_paper_protocol(name):
+    cfg = build_config(name)
+    assert (cfg.epochs, cfg.batch_size, cfg.num_frames, cfg.image_size) == (5, 32, 12, 224)
+    assert (cfg.weight_decay, cfg.warmup_ratio, cfg.grad_clip, cfg.seed) == (0.2, 0.1, 1.0, 24)
+    assert cfg.data_format != "auto" and cfg.train_split and cfg.test_split
+
+
+def test_msrvtt_presets_differ_only_in_train_split():
+    nine, seven = build_config("msrvtt-9k").to_dict(), build_config("msrvtt-7k").to_dict()
+    assert {k for k in nine if nine[k] != seven[k]} == {"train_split"}
+
+
+def test_overrides_apply_in_order_and_parse_as_toml():
+    cfg = build_config("lsmdc", overrides={"lr": 3e-4, "epochs": None},
+                       sets=["epochs=2", "method=vop-f", "method_config={n_prompts = 4}"])
+    assert (cfg.lr, cfg.epochs, cfg.method, cfg.method_config) == (3e-4, 2, "vop-f", {"n_prompts": 4})
+
+
+def test_int_given_for_float_field_is_accepted():
+    assert build_config(sets=["lr=1"]).lr == 1.0
+
+
+@pytest.mark.parametrize("bad", ["epochs=0", "lr=-1", "precision=fp8", "batch_size=30", "epochs=two", "nosuch=1", "noequals"])
+def test_bad_overrides_are_refused(bad):
+    with pytest.raises(ConfigError):
+        build_config(sets=[bad, "grad_accum=4"] if bad.startswith("batch_size") else [bad])
+
+
+def test_unknown_preset_is_a_lookup_error():
+    with pytest.raises(NotFoundError):
+        build_config("kinetics")
+
+
+def test_micro_batch_splits_the_global_batch():
+    cfg = TrainConfig(batch_size=32, grad_accum=2)
+    assert cfg.micro_batch(1) == 16 and cfg.micro_batch(4) == 4
+    with pytest.raises(ConfigError):
+        cfg.micro_batch(3)
+
+
+def test_parse_override_keeps_bare_strings():
+    assert parse_override("backbone=/models/clip") == ("backbone", "/models/clip")
+    assert parse_override("test-split=val1") == ("test_split", "val1")

@@ -1,0 +1,172 @@
+"""The training configuration: one validated dataclass, presets in TOML, CLI overrides.
+
+A preset (``trainer/presets/<name>.toml``) carries the paper's protocol for one
+benchmark; every field can then be overridden with ``key=value`` strings, which
+are parsed as TOML values (so ``lr=3e-4``, ``method_config={n_prompts=4}`` and
+``test_split="val"`` all work) and checked against the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from typing import Any, Iterable, Mapping
+
+from vopstore.errors import ConfigError, NotFoundError
+
+DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (paths and the task name live outside).
+
+    ``batch_size`` is the GLOBAL batch of one optimiser step, summed over ranks and
+    accumulation steps; the contrastive batch (the negatives one query sees) is
+    ``batch_size // grad_accum``, gathered from every rank.
+    """
+
+    method: str = "vop-f+p"
+    method_config: dict = field(default_factory=dict)
+    backbone: str = DEFAULT_BACKBONE
+    data_format: str = "auto"
+    train_split: str = "train"
+    test_split: str = "test"
+    epochs: int = 5
+    max_steps: int = 0  # >0 caps the run (smoke tests, quick demos); 0 = epochs decide
+    batch_size: int = 32
+    grad_accum: int = 1
+    eval_batch_size: int = 32
+    num_frames: int = 12
+    image_size: int = 224
+    lr: float = 1e-3
+    aux_lr: float = 1e-4  # BiLSTM / FC of VoP^C (spec §6.3)
+    weight_decay: float = 0.2
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 24
+    precision: str = "auto"
+    checkpoint_every: int = 50
+    log_every: int = 10
+    num_workers: int = 0
+    on_error: str = "skip"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field."""
+        _check_types(self)
+        positive = ("epochs", "batch_size", "grad_accum", "eval_batch_size", "num_frames",
+                    "image_size", "checkpoint_every", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "num_workers", "seed", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.aux_lr > 0):
+            raise ConfigError(f"lr and aux_lr must be > 0, got lr={self.lr}, aux_lr={self.aux_lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.on_error not in ("skip", "raise"):
+            raise ConfigError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
+
+    def micro_batch(self, world_size: int = 1) -> int:
+        """Clips one rank feeds per forward; refuses a global batch that does not split evenly."""
+        per_step = self.batch_size // self.grad_accum
+        if per_step % world_size:
+            raise ConfigError(
+                f"batch_size/grad_accum = {per_step} does not split over {world_size} ranks; "
+                "choose a batch size divisible by grad_accum x world size"
+            )
+        return per_step // world_size
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Short stable hash of the config, used to name a resumable run directory."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _field_types() -> dict[str, type]:
+    kinds = {"str": str, "int": int, "float": float, "dict": dict, "bool": bool}
+    return {f.name: kinds[str(f.type)] for f in fields(TrainConfig)}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    for name, kind in _field_types().items():
+        value = getattr(cfg, name)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(cfg, name, float(value))  # TOML/JSON "1" for a float field is fine
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with the package."""
+    folder = resources.files("vopstore.trainer").joinpath("presets")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The raw key/values of one shipped preset (without the ``[preset]`` description table)."""
+    path = resources.files("vopstore.trainer").joinpath("presets", f"{name}.toml")
+    if not path.is_file():
+        raise NotFoundError(f"no preset {name!r}; expected one of {', '.join(list_presets())}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"preset {name!r} is not valid TOML: {exc}") from None
+    data.pop("preset", None)
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value``; the value is read as TOML, falling back to a bare string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise ConfigError(f"override must look like key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # `method=vop-f` needs no quotes
+    return key, value
+
+
+def build_config(preset: str | None = None, overrides: Mapping[str, Any] | None = None,
+                 sets: Iterable[str] = ()) -> TrainConfig:
+    """Defaults <- preset <- explicit overrides <- ``key=value`` strings, then validate.
+
+    Args:
+        preset: name of a shipped preset, or None for the defaults.
+        overrides: field values from explicit CLI options (None values are ignored).
+        sets: ``key=value`` strings (``--set``), applied last.
+    """
+    values: dict[str, Any] = preset_values(preset) if preset else {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values.update(dict(parse_override(s) for s in sets))
+    known = _field_types()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**values)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """Rebuild a config saved by :meth:`TrainConfig.to_dict`, ignoring keys a newer version added."""
+    known = _field_types()
+    return TrainConfig(**{k: v for k, v in data.items() if k in known})
