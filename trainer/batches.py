@@ -1,0 +1,57 @@
+"""The seam between the data readers and the recipe: datasets, seeded epoch order, batches.
+
+Data order is a pure function of ``(seed, epoch, rank, world_size)``
+(``DistributedSampler``), so a resumed run can skip to the exact batch it
+stopped at, and one process sees the same global batches as N ranks together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def make_dataset(samples, cfg, backbone, train: bool, cache_dir: Path | None = None):
+    """A ``VideoTextDataset`` with the backbone's preprocessing and the config's frames."""
+    from vopstore.trainer.data import VideoTextDataset
+
+    return VideoTextDataset(list(samples), num_frames=cfg.num_frames, image_size=backbone.image_size,
+                            mean=backbone.image_mean, std=backbone.image_std, train=train,
+                            cache_dir=cache_dir, on_error=cfg.on_error)
+
+
+def frames_of(item: Any) -> torch.Tensor:
+    """The (F, 3, H, W) float frames of one dataset item (a mapping or a tuple)."""
+    if isinstance(item, dict):
+        return item["pixel_values"]
+    return item[0]
+
+
+def caption_of(item: Any, sample) -> str:
+    if isinstance(item, dict) and "caption" in item:
+        return item["caption"]
+    return sample.caption
+
+
+def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """This rank's sample indices for ``epoch``: a seeded shuffle, split across ranks, tail dropped."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def steps_per_epoch(n: int, micro: int, grad_accum: int, world_size: int) -> int:
+    """Optimiser steps in one epoch (incomplete batches and accumulation groups are dropped)."""
+    return (n // world_size) // micro // grad_accum
+
+
+def load_batch(dataset, samples, indices: list[int]) -> tuple[torch.Tensor, list[str]]:
+    """Frames (B, F, 3, H, W) and captions of the given sample indices."""
+    items = [dataset[i] for i in indices]
+    frames = torch.stack([frames_of(item) for item in items])
+    return frames, [caption_of(item, samples[i]) for item, i in zip(items, indices)]

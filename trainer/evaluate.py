@@ -1,0 +1,98 @@
+"""Retrieval evaluation: encode every test text and video, one similarity matrix, R@K / MdR / MnR.
+
+Zero-shot evaluation (``method=None``: the backbone alone, mean of frame
+embeddings) goes through exactly the same path as a prompted one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def encode_texts(backbone, method, captions: Sequence[str], batch_size: int, autocast) -> torch.Tensor:
+    """(N, D) L2-normalised text embeddings, in order."""
+    from vopstore.prompts import encode_text
+
+    n_prompts = getattr(method, "text_tokens", 0) if method is not None else 0
+    out = []
+    for start in range(0, len(captions), batch_size):
+        ids = backbone.tokenize(list(captions[start:start + batch_size]), n_prompts)
+        with autocast():
+            out.append(F.normalize(encode_text(backbone, ids, method).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_videos(backbone, method, dataset, batch_size: int, autocast,
+                  on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(N, D) L2-normalised pooled video embeddings of ``dataset`` items, in order."""
+    from vopstore.prompts import encode_video
+    from vopstore.trainer.batches import frames_of
+
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+        pixels = torch.stack([frames_of(item) for item in items]).to(backbone.device, backbone.dtype)
+        with autocast():
+            out.append(F.normalize(encode_video(backbone, pixels, method).float(), dim=-1).cpu())
+        if on_batch:
+            on_batch(len(items))
+    return torch.cat(out)
+
+
+def evaluate(backbone, method, samples, cfg, autocast=None, progress: bool = False) -> dict:
+    """Retrieval metrics of ``method`` (None = zero-shot) on ``samples`` (a test split).
+
+    Videos with several captions are encoded once; ``retrieval_metrics`` gets the
+    caption -> video map so t2v ranks the right video and v2t takes the best caption.
+
+    Returns:
+        ``{"t2v": {"R@1", "R@5", "R@10", "MdR", "MnR"}, "v2t": {...}}``.
+    """
+    from contextlib import nullcontext
+
+    from vopstore.trainer.batches import make_dataset
+    from vopstore.trainer.data.sample import group_by_video
+    from vopstore.trainer.metrics import retrieval_metrics
+
+    autocast = autocast or nullcontext
+    videos, text_to_video = group_by_video(list(samples))
+    dataset = make_dataset(videos, cfg, backbone, train=False)
+    was_training = method.training if method is not None else False
+    if method is not None:
+        method.eval()
+    try:
+        with _bar(progress, "evaluating", len(videos)) as advance:
+            video_emb = encode_videos(backbone, method, dataset, cfg.eval_batch_size, autocast, advance)
+        text_emb = encode_texts(backbone, method, [s.caption for s in samples], cfg.eval_batch_size, autocast)
+    finally:
+        if method is not None:
+            method.train(was_training)
+    sim = text_emb @ video_emb.t()
+    return retrieval_metrics(sim, text_to_video=torch.as_tensor(text_to_video))
+
+
+class _bar:
+    """A rich progress bar over videos, or nothing when ``enabled`` is false."""
+
+    def __init__(self, enabled: bool, label: str, total: int):
+        self.enabled, self.label, self.total = enabled, label, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.progress = Progress(transient=True)
+        self.progress.start()
+        task = self.progress.add_task(self.label, total=self.total)
+        return lambda n: self.progress.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.stop()
+        return False

@@ -1,0 +1,353 @@
+"""The VoP training recipe: ``setup`` -> ``train`` -> ``evaluate`` -> ``save``.
+
+Plain functions over one small :class:`Run` record; the configuration lives in
+:class:`~vopstore.trainer.config.TrainConfig`. The recipe follows the paper and
+its X-Pool harness (spec §6, §12.8): symmetric InfoNCE at the frozen
+backbone's temperature, AdamW (wd 0.2) over the prompt parameters only, linear
+warm-up then cosine decay per step, grad-clip 1.0, gradient accumulation, bf16
+autocast on CUDA, fixed seeds. Under ``torchrun`` every rank feeds its share of
+the global batch and the loss is computed on the gathered embeddings.
+
+A run directory holds ``train-state.pt`` (prompt params, optimiser, scheduler,
+step; written atomically every ``checkpoint_every`` steps by rank 0),
+``rng-rank<r>.pt`` (each rank's RNG state) and ``log.jsonl``. Calling
+:func:`setup` on a directory with a state resumes from it; the data order is a
+function of (seed, epoch), so a resumed run finishes with the same parameters
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vopstore.errors import ConfigError
+from vopstore.trainer import batches
+from vopstore.trainer.config import TrainConfig, config_from_dict
+from vopstore.trainer.distributed import DistInfo, barrier, gather_with_grad
+from vopstore.trainer.loss import contrastive_loss
+
+STATE_FILE = "train-state.pt"
+LOG_FILE = "log.jsonl"
+# Parameters of VoP^C's context generator train at ``aux_lr`` (spec §6.3); matched by name.
+AUX_PARAM_MARKERS = ("lstm", "fc", "generator", "cmm")
+
+
+class DualEncoder(nn.Module):
+    """The prompt method as a module DDP can wrap: forward = both towers.
+
+    The frozen backbone is held outside the module tree, so DDP neither
+    broadcasts nor tracks its weights; only the prompt parameters are synced.
+    """
+
+    def __init__(self, method: nn.Module, backbone: Any):
+        super().__init__()
+        self.method = method
+        self._backbone = (backbone,)  # a tuple hides it from nn.Module registration
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from vopstore.prompts import encode_text, encode_video
+
+        backbone = self._backbone[0]
+        return encode_text(backbone, input_ids, self.method), encode_video(backbone, pixel_values, self.method)
+
+
+@dataclass
+class Run:
+    """Everything ``train``/``evaluate``/``save`` share; built by :func:`setup`."""
+
+    cfg: TrainConfig
+    backbone: Any
+    method: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    samples: list
+    dataset: Any
+    dist: DistInfo
+    run_dir: Path
+    micro: int
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+    history: list = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps
+
+
+# --- setup -------------------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device | str) -> Callable[[], Any]:
+    """A context factory: bf16 autocast on CUDA (``precision=auto|bf16``), plain fp32 elsewhere."""
+    kind = torch.device(device).type
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and kind == "cuda")
+    if not use_bf16:
+        return nullcontext
+    return lambda: torch.autocast(kind, dtype=torch.bfloat16)
+
+
+def build_optimizer(method: nn.Module, cfg: TrainConfig, total_steps: int):
+    """AdamW over the trainable prompt parameters only, cosine schedule with linear warm-up."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    main, aux = [], []
+    for name, param in method.named_parameters():
+        if param.requires_grad:
+            (aux if any(m in name.lower() for m in AUX_PARAM_MARKERS) else main).append(param)
+    if not main and not aux:
+        raise ConfigError(f"method {cfg.method!r} has no trainable parameters; nothing to train")
+    groups = [{"params": main, "lr": cfg.lr}] + ([{"params": aux, "lr": cfg.aux_lr}] if aux else [])
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, max(1, total_steps))
+
+
+def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = None,
+          dist: DistInfo | None = None, device: str | None = None) -> Run:
+    """Build (or resume) a run: backbone, prompt method, DDP wrapper, optimiser, data order.
+
+    Args:
+        cfg: the validated training config.
+        train_samples: the training split (``read_split`` output).
+        run_dir: where the resumable state and the JSONL log live; an existing
+            state there with the same config is resumed.
+        backbone: an already loaded backbone (else ``cfg.backbone`` is loaded).
+        dist: this process's place in a ``torchrun`` job (single process if None).
+        device: where to train (default: this rank's GPU, else CPU).
+    """
+    from vopstore.prompts import build_method
+    from vopstore.trainer.distributed import default_device
+
+    dist = dist or DistInfo()
+    device = device or default_device(dist)
+    seed_everything(cfg.seed + dist.rank)
+    if backbone is None:
+        from vopstore.backbone import load_backbone
+
+        backbone = load_backbone(cfg.backbone, device=device)
+    method = build_method(cfg.method, backbone, seed=cfg.seed, **cfg.method_config).to(backbone.device)
+    method.train()
+    model = _wrap(DualEncoder(method, backbone), dist, backbone.device)
+    micro = cfg.micro_batch(dist.world_size)
+    per_epoch = batches.steps_per_epoch(len(train_samples), micro, cfg.grad_accum, dist.world_size)
+    if per_epoch < 1:
+        raise ConfigError(f"{len(train_samples)} training samples do not fill one global batch of "
+                          f"{cfg.batch_size}; lower batch_size or add data")
+    total = per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, per_epoch * cfg.epochs)
+    optimizer, scheduler = build_optimizer(method, cfg, total)
+    dataset = batches.make_dataset(train_samples, cfg, backbone, train=True)
+    run = Run(cfg, backbone, method, model, optimizer, scheduler, list(train_samples), dataset, dist,
+              Path(run_dir), micro, per_epoch, total)
+    _maybe_resume(run)
+    return run
+
+
+def _wrap(module: DualEncoder, dist: DistInfo, device: torch.device) -> nn.Module:
+    if not dist.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+# --- resumable state ---------------------------------------------------------------------------------------------
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(run: Run) -> None:
+    """Write the resumable state (rank 0: shared state; every rank: its RNG), atomically."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_save({"step": run.step, "rng": _rng_state()}, run.run_dir / f"rng-rank{run.dist.rank}.pt")
+    if run.dist.is_main:
+        _atomic_save({"step": run.step, "config": run.cfg.to_dict(), "method": run.method.state_dict(),
+                      "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()},
+                     run.run_dir / STATE_FILE)
+    barrier(run.dist)
+
+
+def _maybe_resume(run: Run) -> None:
+    path = run.run_dir / STATE_FILE
+    if not path.is_file():
+        return
+    state = torch.load(path, map_location=run.backbone.device, weights_only=False)
+    if config_from_dict(state["config"]).to_dict() != run.cfg.to_dict():
+        raise ConfigError(f"{run.run_dir} holds a run with another training config; "
+                          "pass another run directory or start fresh")
+    run.method.load_state_dict(state["method"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.step = int(state["step"])
+    rng_path = run.run_dir / f"rng-rank{run.dist.rank}.pt"
+    if rng_path.is_file():
+        rng = torch.load(rng_path, weights_only=False)
+        if rng["step"] == run.step:
+            _set_rng_state(rng["rng"])
+
+
+# --- train -------------------------------------------------------------------------------------------------------
+
+
+def train(run: Run, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train from ``run.step`` to ``run.total_steps`` (or for ``stop_after`` more steps).
+
+    Returns:
+        ``{"steps", "final_loss", "seconds", "clips_per_s"}`` of this call.
+    """
+    cfg, start_step, start = run.cfg, run.step, time.perf_counter()
+    end = run.total_steps if stop_after is None else min(run.total_steps, run.step + stop_after)
+    autocast = autocast_for(cfg, run.backbone.device)
+    loss = float("nan")
+    with _Progress(progress and run.dist.is_main, run.total_steps, run.step) as bar:
+        while run.step < end:
+            loss = _optimizer_step(run, autocast)
+            run.step += 1
+            rate = (run.step - start_step) * cfg.batch_size / (time.perf_counter() - start)
+            lr = run.scheduler.get_last_lr()[0]
+            bar.update(run.step, loss, lr, rate)
+            if run.step % cfg.log_every == 0 or run.step == end:
+                _log(run, {"step": run.step, "loss": loss, "lr": lr, "clips_per_s": rate})
+            if run.step % cfg.checkpoint_every == 0 or run.step == run.total_steps:
+                save_state(run)
+    seconds = time.perf_counter() - start
+    done = run.step - start_step
+    return {"steps": done, "final_loss": loss, "seconds": seconds,
+            "clips_per_s": done * cfg.batch_size / seconds if seconds > 0 else 0.0}
+
+
+def _micro_indices(run: Run, step: int) -> list[list[int]]:
+    """This rank's sample indices for each micro-batch of optimiser step ``step``."""
+    epoch, within = divmod(step, run.steps_per_epoch)
+    order = batches.epoch_order(len(run.samples), epoch, run.cfg.seed, run.dist.rank, run.dist.world_size)
+    first = within * run.cfg.grad_accum
+    return [order[(first + k) * run.micro:(first + k + 1) * run.micro] for k in range(run.cfg.grad_accum)]
+
+
+def _optimizer_step(run: Run, autocast) -> float:
+    cfg, total = run.cfg, 0.0
+    logit_scale = run.backbone.model.logit_scale.detach()
+    n_prompts = getattr(run.method, "text_tokens", 0)
+    groups = _micro_indices(run, run.step)
+    run.optimizer.zero_grad(set_to_none=True)
+    for k, indices in enumerate(groups):
+        frames, captions = batches.load_batch(run.dataset, run.samples, indices)
+        ids = run.backbone.tokenize(captions, n_prompts)
+        frames = frames.to(run.backbone.device, run.backbone.dtype)
+        sync = k == len(groups) - 1 or not run.dist.enabled
+        with (nullcontext() if sync else run.model.no_sync()), autocast():
+            text, video = run.model(ids, frames)
+            loss = contrastive_loss(gather_with_grad(text, run.dist), gather_with_grad(video, run.dist),
+                                    logit_scale)
+            (loss / cfg.grad_accum).backward()
+        total += float(loss.detach()) / cfg.grad_accum
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in run.method.parameters() if p.requires_grad], cfg.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    return total
+
+
+def _log(run: Run, record: dict) -> None:
+    run.history.append(record)
+    if not run.dist.is_main:
+        return
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run.run_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+class _Progress:
+    """A rich progress bar showing loss, lr and clips/s; silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, completed: int):
+        self.enabled, self.total, self.completed = enabled, total, completed
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.total, completed=self.completed, info="")
+        return self
+
+    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
+        if self.enabled:
+            info = f"loss {loss:.4f}  lr {lr:.2e}  {rate:.1f} clips/s"
+            self.bar.update(self.task, completed=step, info=info)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False
+
+
+# --- evaluate / save ---------------------------------------------------------------------------------------------
+
+
+def evaluate(run: Run, test_samples: list, progress: bool = False) -> dict:
+    """Retrieval metrics of the run's prompts on a test split (call on rank 0)."""
+    from vopstore.trainer.evaluate import evaluate as evaluate_method
+
+    return evaluate_method(run.backbone, run.method, test_samples, run.cfg,
+                           autocast_for(run.cfg, run.backbone.device), progress)
+
+
+def save(run: Run, task: str, metrics: dict | None = None, store: Any = None, message: str | None = None):
+    """Write the prompt set to the run dir and register it as a new version of ``task`` (rank 0 only).
+
+    Returns:
+        The store's ``VersionInfo`` of the new version.
+    """
+    if not run.dist.is_main:
+        raise ConfigError("only rank 0 writes the store")
+    if store is None:
+        from vopstore.store import open_store
+
+        store = open_store()
+    path = run.run_dir / "prompts.safetensors"
+    run.method.save(path, run.backbone)
+    config = {**run.cfg.to_dict(), "world_size": run.dist.world_size, "steps": run.step,
+              "backbone_fingerprint": run.backbone.fingerprint}
+    return store.add(task, path, metrics=metrics, message=message, training_config=config)
