@@ -1,0 +1,190 @@
+"""Which frames of a clip to use, and decoding just those with PyAV.
+
+Sampling follows X-Pool (spec §7): the clip's N frames are split into F equal
+index ranges; evaluation takes the middle frame of each range, training a
+random frame inside each range. A clip shorter than F frames gives all its
+frames, padded by repeating the last one. Middle = ``a + (b - a) // 2`` for the
+range ``[a, b)``, so it is also the middle of the cache's candidates (below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vopstore.errors import ConfigError, DataError
+
+
+def segment_bounds(n_total: int, num_frames: int) -> np.ndarray:
+    """(S, 2) array of [start, end) index ranges, S = min(num_frames, n_total)."""
+    edges = np.linspace(0, n_total, min(num_frames, n_total) + 1).astype(np.int64)
+    return np.stack([edges[:-1], edges[1:]], axis=1)
+
+
+def candidate_indices(n_total: int, num_frames: int, per_segment: int) -> np.ndarray:
+    """(num_frames, per_segment) frame indices, evenly spread inside each range (padded with the last row).
+
+    ``per_segment=1`` is the uniform (middle-frame) sampling; an odd ``per_segment``
+    includes the middle frame at column ``per_segment // 2``.
+    """
+    bounds = segment_bounds(n_total, num_frames)
+    a, length = bounds[:, :1], bounds[:, 1:] - bounds[:, :1]
+    k = np.arange(per_segment)[None, :]
+    idx = a + (length * (2 * k + 1)) // (2 * per_segment)
+    pad = np.repeat(idx[-1:], num_frames - len(idx), axis=0)
+    return np.concatenate([idx, pad], axis=0)
+
+
+def frame_indices(n_total: int, num_frames: int, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
+    """``num_frames`` indices: middle of each range (eval) or a random frame in each (train)."""
+    bounds = segment_bounds(n_total, num_frames)
+    if train:
+        rng = rng if rng is not None else np.random.default_rng()
+        idx = rng.integers(bounds[:, 0], np.maximum(bounds[:, 1], bounds[:, 0] + 1))
+    else:
+        idx = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) // 2
+    return np.concatenate([idx, np.repeat(idx[-1:], num_frames - len(idx))])
+
+
+@dataclass(frozen=True)
+class FrameSampler:
+    """How many frames to take and how (the decoding half of the data pipeline).
+
+    Attributes:
+        num_frames: frames per clip (12 in the paper).
+        train: random offset within each range instead of the middle frame.
+        short_side: resize while decoding so the shorter side is this many pixels
+            (None keeps the video's size; smaller frames make the cache smaller).
+    """
+
+    num_frames: int = 12
+    train: bool = False
+    short_side: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1 or (self.short_side is not None and self.short_side < 1):
+            raise ConfigError(f"num_frames and short_side must be >= 1, got {self.num_frames}, {self.short_side}")
+
+    def __call__(self, path: Path | str, rng: np.random.Generator | None = None) -> np.ndarray:
+        return load_frames(path, self.num_frames, self.train, rng, self.short_side)
+
+
+def load_frames(path: Path | str, num_frames: int = 12, train: bool = False,
+                rng: np.random.Generator | None = None, short_side: int | None = None) -> np.ndarray:
+    """Decode ``num_frames`` frames of a video as a (F, H, W, 3) uint8 RGB array.
+
+    Raises:
+        DataError: the file is missing, not a video, or has no decodable frame.
+    """
+    with open_video(path) as (container, stream, n_total):
+        if n_total == 0:
+            frames = decode_all(container, stream, path, short_side)
+            return frames[frame_indices(len(frames), num_frames, train, rng)]
+        return decode_at(container, stream, frame_indices(n_total, num_frames, train, rng), path, short_side)
+
+
+def load_candidates(path: Path | str, num_frames: int, per_segment: int,
+                    short_side: int | None = None) -> np.ndarray:
+    """Decode (F, per_segment, H, W, 3) candidate frames: what the frame cache keeps for training."""
+    with open_video(path) as (container, stream, n_total):
+        if n_total == 0:
+            frames = decode_all(container, stream, path, short_side)
+            return frames[candidate_indices(len(frames), num_frames, per_segment)]
+        idx = candidate_indices(n_total, num_frames, per_segment)
+        flat = decode_at(container, stream, idx.reshape(-1), path, short_side)
+        return flat.reshape(idx.shape + flat.shape[1:])
+
+
+class open_video:
+    """Context manager yielding (container, video stream, frame count) or raising :class:`DataError`."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.container = None
+
+    def __enter__(self):
+        import av
+
+        if not self.path.is_file():
+            raise DataError(f"video not found: {self.path}")
+        try:
+            self.container = av.open(str(self.path))
+            stream = self.container.streams.video[0]
+        except (av.FFmpegError, IndexError, UnicodeDecodeError) as exc:
+            self.__exit__()
+            raise DataError(f"cannot decode video {self.path}: {_why(exc)}; re-encode or remove it") from None
+        stream.thread_type = "AUTO"  # frame + slice threads: decoding dominates data loading
+        return self.container, stream, frame_count(stream, self.container)
+
+    def __exit__(self, *exc) -> None:
+        if self.container is not None:
+            self.container.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, IndexError):
+        return "no video stream"
+    return getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+
+
+def frame_count(stream, container) -> int:
+    """Frames in the stream: the header count, else duration x rate; 0 if unknown (decode all)."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        return max(1, int(round(float(stream.duration * stream.time_base * rate))))
+    if container.duration and rate:
+        return max(1, int(round(container.duration / 1_000_000 * float(rate))))
+    return 0
+
+
+def decode_at(container, stream, indices: np.ndarray, path: Path | str, short_side: int | None) -> np.ndarray:
+    """Decode once from the start, keeping only the frames at ``indices`` (in that order).
+
+    Indices past the real end (a header that over-counts) get the last decoded frame,
+    the same padding a short video gets.
+    """
+    wanted = set(int(i) for i in indices)
+    kept, last = _decode(container, stream, path, lambda i: i in wanted, max(wanted), short_side)
+    if any(int(i) not in kept for i in indices):
+        final = _to_rgb(last, short_side)
+        return np.stack([kept.get(int(i), final) for i in indices])
+    return np.stack([kept[int(i)] for i in indices])
+
+
+def decode_all(container, stream, path: Path | str, short_side: int | None) -> np.ndarray:
+    """Every frame, for a stream whose header gives no frame count or duration."""
+    kept, _ = _decode(container, stream, path, lambda i: True, None, short_side)
+    return np.stack([kept[i] for i in sorted(kept)])
+
+
+def _decode(container, stream, path, keep, stop: int | None, short_side: int | None):
+    """Run the decoder; return ({index: rgb array} for kept frames, last decoded av frame)."""
+    import av
+
+    kept: dict[int, np.ndarray] = {}
+    last = None
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            last = frame
+            if keep(i):
+                kept[i] = _to_rgb(frame, short_side)
+            if stop is not None and i >= stop:
+                break
+    except (av.FFmpegError, ValueError) as exc:
+        if last is None:  # a damaged tail is tolerated, a file with no frame is not
+            raise DataError(f"cannot decode video {path}: {_why(exc)}; re-encode or remove it") from None
+    if last is None:
+        raise DataError(f"cannot decode video {path}: no frame could be decoded; re-encode or remove it")
+    return kept, last
+
+
+def _to_rgb(frame, short_side: int | None) -> np.ndarray:
+    if short_side is None:
+        return frame.to_ndarray(format="rgb24")
+    w, h = frame.width, frame.height
+    scale = short_side / min(w, h)
+    return frame.to_ndarray(format="rgb24", width=max(2, round(w * scale)), height=max(2, round(h * scale)))

@@ -1,0 +1,82 @@
+"""One way in to every dataset: ``read_split(fmt, root, split)`` and format auto-detection.
+
+Each format lives in ``formats/<name>.py`` with its expected folder layout in
+its docstring. ``DATASETS`` maps a format name to its module's ``read``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from vopstore.errors import ConfigError, DataError, FileMissingError
+from vopstore.trainer.data.formats import activitynet, didemo, generic, lsmdc, msrvtt
+from vopstore.trainer.data.sample import ErrorPolicy, SampleList
+
+Reader = Callable[..., SampleList]
+
+DATASETS: dict[str, Reader] = {
+    "msrvtt": msrvtt.read,
+    "lsmdc": lsmdc.read,
+    "didemo": didemo.read,
+    "activitynet": activitynet.read,
+    "generic": generic.read,
+}
+
+# Checked in this order; the generic markers come last since other datasets may hold a train.csv.
+_MARKERS = {
+    "msrvtt": msrvtt.MARKERS,
+    "lsmdc": lsmdc.MARKERS,
+    "didemo": didemo.MARKERS,
+    "activitynet": activitynet.MARKERS,
+    "generic": ("train.jsonl", "test.jsonl", "train.csv", "test.csv"),
+}
+
+
+def detect_format(root: Path | str) -> str:
+    """Name the format of the dataset in ``root`` from the annotation files present.
+
+    Raises:
+        FileMissingError: ``root`` is not a folder.
+        DataError: no known annotation file is there.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileMissingError(f"dataset root not found: expected a folder at {root}")
+    for fmt, markers in _MARKERS.items():
+        if any((root / m).is_file() for m in markers):
+            return fmt
+    expected = "; ".join(f"{fmt}: {', '.join(m)}" for fmt, m in _MARKERS.items())
+    raise DataError(f"cannot tell the dataset format of {root}: none of the known annotation files is there "
+                    f"({expected}); pass the format explicitly or fix the layout")
+
+
+def read_split(fmt: str, root: Path | str, split: str, on_error: str = "skip",
+               videos_dir: Path | str | None = None) -> SampleList:
+    """Read one split of a dataset as a list of :class:`Sample`.
+
+    Args:
+        fmt: a key of :data:`DATASETS`, or ``"auto"`` to call :func:`detect_format`.
+        root: the dataset folder (layouts are in each ``formats/<fmt>.py`` docstring).
+        split: ``train``/``test`` everywhere; also ``train-9k``/``train-7k`` (MSR-VTT),
+            ``val`` (LSMDC, DiDeMo), ``val1`` (ActivityNet), any file stem (generic).
+        on_error: ``"skip"`` leaves out bad rows and missing videos and records them in
+            the result's ``skipped``; ``"raise"`` stops at the first with a :class:`DataError`.
+        videos_dir: where the videos are, when not in the default place under ``root``.
+
+    Returns:
+        A :class:`SampleList` (a list of samples with ``.skipped`` and ``.summary()``).
+    """
+    root = Path(root)
+    if fmt == "auto":
+        fmt = detect_format(root)
+    reader = DATASETS.get(fmt)
+    if reader is None:
+        raise ConfigError(f"unknown dataset format {fmt!r}; expected one of auto, {', '.join(DATASETS)}")
+    if not root.is_dir():
+        raise FileMissingError(f"dataset root not found: expected a folder at {root}")
+    samples = reader(root, split, ErrorPolicy(on_error), Path(videos_dir) if videos_dir else None)
+    if not samples:
+        raise DataError(f"split {split!r} of {fmt} dataset {root} has no usable samples ({samples.summary()}); "
+                        "check the layout and the video folder")
+    return samples
