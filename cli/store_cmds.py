@@ -1,0 +1,201 @@
+"""Store commands: add, ls, show, tag, untag, rm, export, verify, gc, db, remote, push, pull.
+
+Each command parses its arguments and calls vopstore.store; nothing here imports
+torch, and SQLAlchemy is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vopstore.cli.app import app
+from vopstore.cli.output import print_json, print_table
+from vopstore.errors import ConfigError, FileMissingError
+
+JSON = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+REMOTE = typer.Option("origin", "--remote", "-r", help="Name of a remote in config.toml.")
+
+db_app = typer.Typer(help="Manage a store's database schema.", no_args_is_help=True)
+remote_app = typer.Typer(help="Manage named remotes in config.toml.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(remote_app, name="remote")
+
+
+def _store():
+    from vopstore.store import open_store
+
+    return open_store()
+
+
+def _read_json_file(path: Optional[Path], what: str) -> Optional[dict]:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise FileMissingError(f"{path}: no such {what} file; pass a JSON file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {what} file is not valid JSON ({exc})") from None
+
+
+def _version_rows(infos):
+    for v in infos:
+        metrics = " ".join(f"{k}={v.metrics[k]}" for k in sorted(v.metrics or {})[:4])
+        created = v.created_at.strftime("%Y-%m-%d %H:%M") if v.created_at else ""
+        yield (v.ref, v.digest[:12], v.method, v.params, v.size, created, ",".join(v.aliases), metrics)
+
+
+_VERSION_COLUMNS = ("ref", "digest", "method", "params", "bytes", "created", "aliases", "metrics")
+
+
+@app.command()
+def add(task: str, file: Path, metrics: Optional[Path] = typer.Option(None, "--metrics", help="JSON file of metrics."),
+        message: Optional[str] = typer.Option(None, "--message", "-m"), as_json: bool = JSON) -> None:
+    """Validate FILE and register it as the next version of TASK; print its ref."""
+    info = _store().add(task, file, metrics=_read_json_file(metrics, "metrics"), message=message)
+    print_json(info.to_dict()) if as_json else typer.echo(info.ref)
+
+
+@app.command("ls")
+def ls(task: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> None:
+    """List tasks, or the versions of TASK."""
+    store = _store()
+    if task is not None:
+        infos = store.list_versions(task)
+        print_json([i.to_dict() for i in infos]) if as_json else print_table(_VERSION_COLUMNS, _version_rows(infos))
+        return
+    tasks = store.list_tasks()
+    if as_json:
+        print_json([t.to_dict() for t in tasks])
+        return
+    rows = ((t.ref, t.versions, f"v{t.latest}" if t.latest else "-",
+             " ".join(f"{a}=v{n}" for a, n in sorted(t.aliases.items()))) for t in tasks)
+    print_table(("task", "versions", "latest", "aliases"), rows)
+
+
+@app.command()
+def show(ref: str, as_json: bool = JSON) -> None:
+    """Show one version (REF is [tenant/]task[@vN|@alias])."""
+    info = _store().resolve(ref)
+    data = info.to_dict()
+    if as_json:
+        print_json(data)
+        return
+    for key in ("ref", "digest", "size", "method", "params", "dtype", "backbone_name", "backbone_fingerprint",
+                "aliases", "metrics", "training_config", "method_config", "message", "parent", "created_at",
+                "created_by"):
+        value = data[key]
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+        typer.echo(f"{key:21} {'' if shown is None else shown}")
+
+
+@app.command()
+def tag(ref: str, alias: str) -> None:
+    """Point ALIAS of REF's task at the version REF names."""
+    info = _store().tag(ref, alias)
+    typer.echo(f"{info.ref.rsplit('@', 1)[0]}@{alias} -> {info.ref}")
+
+
+@app.command()
+def untag(task: str, alias: str) -> None:
+    """Remove ALIAS from TASK."""
+    _store().untag(task, alias)
+    typer.echo(f"removed alias {alias} from {task}")
+
+
+@app.command("rm")
+def rm(ref: str, force: bool = typer.Option(False, "--force", help="Also drop aliases pointing to it.")) -> None:
+    """Remove a version (its blob goes at the next gc)."""
+    info = _store().remove(ref, force=force)
+    typer.echo(f"removed {info.ref}")
+
+
+@app.command()
+def export(ref: str, file: Path) -> None:
+    """Write the verified prompt-set file of REF to FILE."""
+    from vopstore.checkpoint import atomic_write_bytes
+
+    store = _store()
+    info = store.resolve(ref)
+    atomic_write_bytes(file, store.fetch(info).read_bytes())
+    typer.echo(f"{info.ref} -> {file}")
+
+
+@app.command()
+def verify(ref: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> None:
+    """Re-hash the blobs of REF (or of every version); exit 1 if any is missing or corrupt."""
+    problems = _store().verify(ref)
+    if as_json:
+        print_json({"ok": not problems, "problems": problems})
+    else:
+        for line in problems:
+            typer.echo(line)
+        typer.echo("ok" if not problems else f"{len(problems)} problem(s)")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be removed."),
+       grace: float = typer.Option(3600.0, "--grace", help="Keep blobs touched in the last GRACE seconds.")) -> None:
+    """Delete blobs that no version references."""
+    count = _store().gc(grace_s=grace, dry_run=dry_run)
+    typer.echo(f"{'would remove' if dry_run else 'removed'} {count} blob(s)")
+
+
+@db_app.command("upgrade")
+def db_upgrade(url: Optional[str] = typer.Option(None, "--url", help="Database URL (default: the local store).")) -> None:
+    """Upgrade a store's database to the newest schema."""
+    from vopstore.db import current_revision, make_engine, redact, translate_errors, upgrade
+    from vopstore.home import local_store_dir
+
+    if url is None:
+        local_store_dir().mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{local_store_dir() / 'store.db'}"
+    engine = make_engine(url)
+    with translate_errors(redact(url)):
+        upgrade(engine)
+        typer.echo(f"{redact(url)} is at revision {current_revision(engine)}")
+
+
+@remote_app.command("add")
+def remote_add(name: str, url: str, blobs: Optional[str] = typer.Option(None, "--blobs", help="Blob store URL.")) -> None:
+    """Add (or replace) remote NAME in config.toml."""
+    from vopstore.config import add_remote
+
+    remote = add_remote(name, url, blobs)
+    typer.echo(f"remote {remote.name} -> {remote.url}" + (f" (blobs {remote.blobs})" if remote.blobs else ""))
+
+
+@remote_app.command("ls")
+def remote_ls(as_json: bool = JSON) -> None:
+    """List the remotes in config.toml."""
+    from vopstore.config import load_config
+
+    remotes = sorted(load_config().remotes.values(), key=lambda r: r.name)
+    if as_json:
+        print_json([{"name": r.name, "url": r.url, "blobs": r.blobs} for r in remotes])
+        return
+    print_table(("name", "url", "blobs"), ((r.name, r.url, r.blobs) for r in remotes))
+
+
+@app.command()
+def push(ref: str, remote: str = REMOTE) -> None:
+    """Copy a version from the local store to a remote."""
+    from vopstore.store import open_remote, push as push_version
+
+    info = push_version(_store(), open_remote(remote), ref)
+    typer.echo(f"pushed {info.ref} to {remote}")
+
+
+@app.command()
+def pull(ref: str, remote: str = REMOTE) -> None:
+    """Copy a version from a remote into the local store and cache."""
+    from vopstore.store import open_remote, pull as pull_version
+
+    info = pull_version(open_remote(remote), _store(), ref)
+    typer.echo(f"pulled {info.ref} from {remote}")

@@ -1,0 +1,47 @@
+"""The content-addressed local cache of verified blobs (``$VOPSTORE_HOME/cache``).
+
+Any store's blobs land here after their sha256 has been checked, keyed by digest
+only, so a prompt set fetched once loads later with every remote gone. Hits are
+re-hashed too (0.5 MB costs about a millisecond): a file damaged on disk is
+dropped and fetched again instead of being used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vopstore.checkpoint import atomic_write_bytes, sha256_bytes, sha256_file
+from vopstore.errors import IntegrityError
+from vopstore.home import cache_dir
+
+
+class BlobCache:
+    """Verified blobs on local disk, one file per digest."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_dir()
+
+    def path(self, digest: str) -> Path:
+        """Where the blob with ``digest`` lives (whether or not it is there)."""
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise IntegrityError(f"invalid sha256 digest {digest!r}")
+        return self.root / "sha256" / digest[:2] / f"{digest}.safetensors"
+
+    def get(self, digest: str) -> Path | None:
+        """The cached file for ``digest`` if present and intact; a damaged copy is removed."""
+        path = self.path(digest)
+        if not path.is_file():
+            return None
+        if sha256_file(path) != digest:
+            path.unlink(missing_ok=True)
+            return None
+        return path
+
+    def put(self, digest: str, data: bytes) -> Path:
+        """Store ``data`` (which must hash to ``digest``) atomically; return its path."""
+        actual = sha256_bytes(data)
+        if actual != digest:
+            raise IntegrityError(f"refusing to cache bytes with sha256 {actual[:12]}... under {digest[:12]}...")
+        path = self.path(digest)
+        atomic_write_bytes(path, data)
+        return path

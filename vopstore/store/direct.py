@@ -1,0 +1,401 @@
+"""The direct registry: a SQL database plus a blob backend, for one machine or a trusted cluster.
+
+Write order (OCI's push protocol): a blob row is recorded, the blob is uploaded
+create-only, and only then the version row is inserted, in one transaction with
+its task and aliases. A crash at any point leaves at most an unreferenced blob,
+which :meth:`DirectRegistry.gc` collects; never a visible version without bytes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import random
+import secrets
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, exc as sa_exc, func, select, update
+from sqlalchemy.orm import sessionmaker
+
+from vopstore.blobs.base import blob_key, read_verified
+from vopstore.checkpoint import PromptSetMeta, canonical_json, inspect_checkpoint, parse_checkpoint_bytes, sha256_bytes
+from vopstore.db.engine import translate_errors
+from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Token, Version, utcnow
+from vopstore.errors import (BlobNotFoundError, ConfigError, ConflictError, IntegrityError, InvalidCheckpointError,
+                             PermissionDeniedError, StoreUnavailableError)
+from vopstore.refs import DEFAULT_TENANT, Ref, parse_ref, parse_task, validate_alias, validate_name
+from vopstore.store import sql
+from vopstore.store.cache import BlobCache
+from vopstore.store.info import TaskInfo, VersionInfo
+
+RETRIES = 20  # concurrent writers to one new task/tenant collide on unique keys; each retry finds the winner's row
+
+
+class DirectRegistry:
+    """A :class:`~vopstore.store.registry.Registry` over an SQLAlchemy engine and a blob backend.
+
+    Args:
+        engine: engine of a database at the head schema revision.
+        blobs: the blob backend holding this store's blobs.
+        url: the store's URL, used in messages.
+        tenant: scope every call to this tenant (None: all tenants, refs default to ``local``).
+        cache: the local cache that :meth:`fetch` fills (default: ``$VOPSTORE_HOME/cache``).
+    """
+
+    def __init__(self, engine, blobs, *, url: str, tenant: str | None = None, cache: BlobCache | None = None) -> None:
+        self.url, self.engine, self.blobs = url, engine, blobs
+        self.tenant = validate_name(tenant, "tenant") if tenant is not None else None
+        self.default_tenant = self.tenant or DEFAULT_TENANT
+        self.cache = cache or BlobCache()
+        self.user = os.environ.get("VOPSTORE_USER") or _login()
+        self._reader = sessionmaker(engine, expire_on_commit=False)
+        self._writer = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"DirectRegistry({self.url!r}, tenant={self.tenant!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self, write: bool = False):
+        with translate_errors(self.url):
+            with (self._writer if write else self._reader)() as session, session.begin():
+                yield session
+
+    def _retrying(self, attempt_fn):
+        """Run ``attempt_fn`` until it gets past unique-key races with concurrent writers."""
+        for attempt in range(RETRIES):
+            try:
+                return attempt_fn()
+            except sa_exc.IntegrityError:
+                if attempt == RETRIES - 1:
+                    raise StoreUnavailableError(f"{self.url}: gave up after {RETRIES} write conflicts; retry") from None
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+
+    def _scope(self, tenant: str) -> str:
+        if self.tenant is not None and tenant != self.tenant:
+            raise PermissionDeniedError(
+                f"this store is opened as tenant {self.tenant!r}; tenant {tenant!r} is out of its reach")
+        return tenant
+
+    def _ref(self, text: str) -> Ref:
+        ref = parse_ref(text, self.default_tenant)
+        self._scope(ref.tenant)
+        return ref
+
+    def _task(self, text: str) -> Ref:
+        ref = parse_task(text, self.default_tenant)
+        self._scope(ref.tenant)
+        return ref
+
+    def _tenant_filter(self):
+        return [Tenant.name == self.tenant] if self.tenant is not None else []
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> VersionInfo:
+        """The version ``[tenant/]task[@vN|@alias]`` names; no selector means the latest.
+
+        Raises:
+            InvalidRefError, TaskNotFoundError, VersionNotFoundError, AliasNotFoundError, PermissionDeniedError.
+        """
+        parsed = self._ref(ref)
+        with self._session() as session:
+            vid = sql.version_id(session, parsed, self.url)
+            return sql.load_infos(session, Version.id == vid)[0]
+
+    def list_versions(self, task: str) -> list[VersionInfo]:
+        """Every version of ``task``, oldest first."""
+        parsed = self._task(task)
+        with self._session() as session:
+            tid = sql.require_task_id(session, parsed, self.url)
+            return sql.load_infos(session, Version.task_id == tid)
+
+    def list_tasks(self) -> list[TaskInfo]:
+        """Every task in reach, with its version count, latest number and aliases."""
+        with self._session() as session:
+            rows = session.execute(
+                select(Task.id, Tenant.name, Task.name, func.count(Version.id), func.max(Version.number))
+                .join(Tenant, Task.tenant_id == Tenant.id).outerjoin(Version, Version.task_id == Task.id)
+                .where(*self._tenant_filter()).group_by(Task.id, Tenant.name, Task.name)
+                .order_by(Tenant.name, Task.name)).all()
+            aliases: dict[int, dict[str, int]] = {}
+            for tid, name, number in session.execute(
+                    select(Alias.task_id, Alias.name, Version.number).join(Version, Alias.version_id == Version.id)):
+                aliases.setdefault(tid, {})[name] = number
+        return [TaskInfo(tenant=t, name=n, versions=c, latest=m, aliases=aliases.get(tid, {}))
+                for tid, t, n, c, m in rows]
+
+    def read_blob(self, info: VersionInfo) -> bytes:
+        """The version's bytes from this store's blob backend, verified against its digest."""
+        self._scope(info.tenant)
+        return read_verified(self.blobs, info.tenant, info.digest)
+
+    def fetch(self, ref_or_info: str | VersionInfo) -> Path:
+        """A verified copy of the version's file in the local cache (read from the blobs on a miss)."""
+        info = ref_or_info if isinstance(ref_or_info, VersionInfo) else self.resolve(ref_or_info)
+        self._scope(info.tenant)
+        return self.cache.get(info.digest) or self.cache.put(info.digest, self.read_blob(info))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def add(self, task: str, path: str | os.PathLike, *, metrics: dict | None = None, message: str | None = None,
+            training_config: dict | None = None, parent: str | None = None) -> VersionInfo:
+        """Validate the checkpoint at ``path`` and register it as the next version of ``task``.
+
+        Adding bytes that are already a version of this task returns that version
+        (same content, same identity) instead of numbering a duplicate.
+        """
+        ref = self._task(task)
+        checked = inspect_checkpoint(path)
+        data = Path(path).read_bytes()
+        if sha256_bytes(data) != checked.sha256:
+            raise InvalidCheckpointError(f"{path}: the file changed while it was being added; add it again")
+        fields = {"metrics": _json_object(metrics, "metrics"), "training_config": _json_object(training_config,
+                  "training_config"), "message": message, "parent": self._parent(parent), "created_by": self.user}
+        info, _ = self._store(ref.tenant, ref.task, checked.meta, data, fields, number=None)
+        return info
+
+    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
+        """Store a version copied from another store, keeping its number and metadata.
+
+        Returns (the stored version, whether it was new). The same number with the
+        same digest is a no-op; with another digest it is refused.
+        """
+        self._scope(info.tenant)
+        if sha256_bytes(data) != info.digest:
+            raise IntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
+        meta, _ = parse_checkpoint_bytes(data, info.ref)
+        fields = {"metrics": info.metrics, "training_config": info.training_config, "message": info.message,
+                  "parent": info.parent, "created_by": info.created_by, "created_at": info.created_at}
+        return self._store(info.tenant, info.task, meta, data, fields, number=info.number, aliases=aliases)
+
+    def _store(self, tenant: str, task: str, meta: PromptSetMeta, data: bytes, fields: dict, *,
+               number: int | None, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
+        digest = sha256_bytes(data)
+
+        def attempt():
+            self._stage_blob(tenant, digest, data)
+            with self._session(write=True) as session:
+                return self._insert(session, tenant, task, meta, digest, fields, number, aliases)
+
+        return self._retrying(attempt)
+
+    def _stage_blob(self, tenant: str, digest: str, data: bytes) -> None:
+        """Record the blob row (its time protects it from gc while in flight), then upload the bytes."""
+        with self._session(write=True) as session:
+            tenant_row = sql.get_or_create(session, Tenant, name=tenant)
+            blob = sql.get_or_create(session, Blob, {"size": len(data)}, tenant_id=tenant_row.id, digest=digest)
+            blob.created_at = utcnow()
+        self.blobs.put(blob_key(tenant, digest), data)
+
+    def _insert(self, session, tenant, task, meta, digest, fields, number, aliases) -> tuple[VersionInfo, bool]:
+        tenant_row = sql.get_or_create(session, Tenant, name=tenant)
+        task_row = sql.get_or_create(session, Task, {"last_number": 0}, tenant_id=tenant_row.id, name=task)
+        # Row lock on the task (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers).
+        session.execute(select(Task.id).where(Task.id == task_row.id).with_for_update())
+        blob = session.scalars(select(Blob).where(Blob.tenant_id == tenant_row.id, Blob.digest == digest)).one()
+        existing = self._existing(session, task_row.id, blob.id, number, f"{tenant}/{task}", digest)
+        if existing is not None:
+            self._set_aliases(session, task_row.id, existing, aliases)
+            return sql.load_infos(session, Version.id == existing)[0], False
+        if number is None:
+            session.execute(update(Task).where(Task.id == task_row.id).values(last_number=Task.last_number + 1))
+            number = session.scalar(select(Task.last_number).where(Task.id == task_row.id))
+        else:
+            session.execute(update(Task).where(Task.id == task_row.id, Task.last_number < number)
+                            .values(last_number=number))
+        backbone = sql.get_or_create(session, Backbone, name=meta.backbone_name, fingerprint=meta.backbone_fingerprint)
+        version = Version(task_id=task_row.id, number=number, blob_id=blob.id, backbone_id=backbone.id,
+                          method=meta.method, method_config=meta.config, dtype=meta.dtype, params=meta.params,
+                          **{k: v for k, v in fields.items() if v is not None})
+        session.add(version)
+        session.flush()
+        self._set_aliases(session, task_row.id, version.id, aliases)
+        return sql.load_infos(session, Version.id == version.id)[0], True
+
+    @staticmethod
+    def _existing(session, task_id, blob_id, number, task_ref, digest) -> int | None:
+        """The id of a version that makes this write a no-op; ConflictError if the number is taken."""
+        if number is None:
+            return session.scalar(select(Version.id).where(Version.task_id == task_id, Version.blob_id == blob_id)
+                                  .order_by(Version.number).limit(1))
+        row = session.execute(select(Version.id, Blob.digest).join(Blob, Version.blob_id == Blob.id)
+                              .where(Version.task_id == task_id, Version.number == number)).first()
+        if row is None:
+            return None
+        if row.digest != digest:
+            raise ConflictError(
+                f"{task_ref}@v{number} already exists with digest {row.digest[:12]}..., not {digest[:12]}...; "
+                "the two stores diverged: remove one of them or copy under another task name")
+        return row.id
+
+    @staticmethod
+    def _set_aliases(session, task_id: int, version_id: int, aliases) -> None:
+        for name in aliases:
+            row = session.scalars(select(Alias).where(Alias.task_id == task_id, Alias.name == name)).first()
+            if row is None:
+                session.add(Alias(task_id=task_id, name=name, version_id=version_id))
+            elif row.version_id != version_id:
+                row.version_id, row.updated_at = version_id, utcnow()
+        session.flush()
+
+    def _parent(self, parent: str | None) -> str | None:
+        """A parent ref, pinned to its version number when this store knows it."""
+        if parent is None:
+            return None
+        ref = parse_ref(parent, self.default_tenant)
+        try:
+            return self.resolve(str(ref)).ref
+        except LookupError:
+            return str(ref)
+
+    def tag(self, ref: str, alias: str) -> VersionInfo:
+        """Point ``alias`` of the ref's task at the version ``ref`` names (creating or moving it)."""
+        parsed, alias = self._ref(ref), validate_alias(alias)
+        with self._session(write=True) as session:
+            vid = sql.version_id(session, parsed, self.url)
+            tid = sql.require_task_id(session, parsed, self.url)
+            self._set_aliases(session, tid, vid, (alias,))
+            return sql.load_infos(session, Version.id == vid)[0]
+
+    def untag(self, task: str, alias: str) -> None:
+        """Remove ``alias`` from ``task``; AliasNotFoundError if it has none of that name."""
+        parsed = self._task(task)
+        with self._session(write=True) as session:
+            tid = sql.require_task_id(session, parsed, self.url)
+            sql.version_id(session, Ref(parsed.tenant, parsed.task, alias=validate_alias(alias)), self.url)
+            session.execute(delete(Alias).where(Alias.task_id == tid, Alias.name == alias))
+
+    def remove(self, ref: str, force: bool = False) -> VersionInfo:
+        """Delete the version ``ref`` names; refused while an alias points to it unless ``force``.
+
+        Its number is never given out again; its blob stays until :meth:`gc`.
+        """
+        parsed = self._ref(ref)
+        with self._session(write=True) as session:
+            vid = sql.version_id(session, parsed, self.url)
+            info = sql.load_infos(session, Version.id == vid)[0]
+            if info.aliases and not force:
+                raise ConflictError(f"{info.ref} is aliased as {', '.join(info.aliases)}; "
+                                    "move or untag the aliases first, or pass --force to drop them too")
+            session.execute(delete(Alias).where(Alias.version_id == vid))
+            session.execute(delete(Version).where(Version.id == vid))
+        return info
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    def verify(self, ref: str | None = None) -> list[str]:
+        """Re-hash the blobs of ``ref`` (or of every version in reach); return one line per problem."""
+        if ref is not None:
+            infos = [self.resolve(ref)]
+        else:
+            with self._session() as session:
+                infos = sql.load_infos(session, *[Version.task_id.in_(
+                    select(Task.id).join(Tenant, Task.tenant_id == Tenant.id).where(*self._tenant_filter()))])
+        return [problem for info in infos if (problem := self._check(info))]
+
+    def _check(self, info: VersionInfo) -> str | None:
+        try:
+            data = self.read_blob(info)
+            parse_checkpoint_bytes(data, info.ref)
+        except BlobNotFoundError:
+            return f"{info.ref}: blob {info.digest[:12]}... is missing from {self.blobs.url}"
+        except (IntegrityError, InvalidCheckpointError) as exc:
+            return f"{info.ref}: {exc}"
+        if len(data) != info.size:
+            return f"{info.ref}: blob has {len(data)} bytes, the database says {info.size}"
+        return None
+
+    def gc(self, grace_s: float = 3600.0, dry_run: bool = False) -> int:
+        """Delete blobs no version references; return how many were (or, dry run, would be) removed.
+
+        Blobs touched within ``grace_s`` seconds are kept: an add may be between
+        its upload and its version row.
+        """
+        prefix = f"{self.tenant}/" if self.tenant else ""
+        listed = set(self.blobs.list(prefix))  # list before reading rows: a newer upload has its row already
+        cutoff = utcnow() - timedelta(seconds=grace_s)
+        with self._session(write=True) as session:
+            rows = session.execute(select(Blob.id, Tenant.name, Blob.digest, Blob.created_at)
+                                   .join(Tenant, Blob.tenant_id == Tenant.id).where(*self._tenant_filter())).all()
+            used = set(session.scalars(select(Version.blob_id).distinct()))
+            dead = [r for r in rows if r.id not in used and sql.as_utc(r.created_at) < cutoff]
+            if not dry_run and dead:
+                session.execute(delete(Blob).where(Blob.id.in_([r.id for r in dead])))
+        known = {blob_key(r.name, r.digest) for r in rows}
+        doomed = {blob_key(r.name, r.digest) for r in dead} | {k for k in listed if k not in known}
+        if not dry_run:
+            for key in doomed:
+                self.blobs.delete(key)
+        return len(doomed)
+
+    # -- tenants and tokens -----------------------------------------------------------------------
+
+    def create_tenant(self, name: str) -> str:
+        """Create tenant ``name`` (idempotent); only an unscoped store may."""
+        self._require_admin("create tenants")
+        validate_name(name, "tenant")
+        self._retrying(lambda: self._in_write(lambda s: sql.get_or_create(s, Tenant, name=name)))
+        return name
+
+    def create_token(self, tenant: str, name: str = "default") -> str:
+        """Create an API token for ``tenant`` and return it; only its sha256 is stored."""
+        self._require_admin("create tokens")
+        self.create_tenant(tenant)
+        token = "vop_" + secrets.token_urlsafe(32)
+
+        def write(session):
+            tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == tenant))
+            session.add(Token(tenant_id=tenant_id, name=validate_name(name, "token name"), token_hash=_hash(token)))
+
+        self._in_write(write)
+        return token
+
+    def tenant_for_token(self, token: str) -> str:
+        """The tenant a token belongs to; PermissionDeniedError for an unknown or revoked token."""
+        with self._session() as session:
+            tenant = session.scalar(select(Tenant.name).join(Token, Token.tenant_id == Tenant.id)
+                                    .where(Token.token_hash == _hash(token), Token.revoked_at.is_(None)))
+        if tenant is None:
+            raise PermissionDeniedError("invalid or revoked token; ask an administrator for a new one")
+        return tenant
+
+    def _in_write(self, fn):
+        with self._session(write=True) as session:
+            return fn(session)
+
+    def _require_admin(self, what: str) -> None:
+        if self.tenant is not None:
+            raise PermissionDeniedError(f"a store opened as tenant {self.tenant!r} cannot {what}")
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _json_object(value: dict | None, what: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a JSON object, got {type(value).__name__}")
+    try:
+        canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} is not JSON-serialisable ({exc}); use numbers, strings, lists and objects") from None
+    return value
+
+
+def _login() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return None

@@ -1,0 +1,93 @@
+"""``open_store``: the one way in to a store, local or remote.
+
+* ``None``: the local store in ``$VOPSTORE_HOME/store`` (created and upgraded on first use);
+* ``file:///dir`` or a folder path: a directory store (``dir/store.db`` + ``dir/blobs``), also auto-upgraded;
+* ``sqlite:///file`` or ``postgresql+psycopg://...`` plus ``blobs=`` (``file:///...`` or ``s3://bucket/prefix``).
+  A shared PostgreSQL database is never migrated implicitly: ``vopstore db upgrade --url URL`` does that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from vopstore.errors import ConfigError
+from vopstore.store.direct import DirectRegistry
+from vopstore.store.registry import Registry
+
+_DB_SCHEMES = ("sqlite", "postgresql")
+
+
+def open_store(url: str | None = None, tenant: str | None = None, *, blobs: str | None = None,
+               token: str | None = None) -> Registry:
+    """Open a store.
+
+    Args:
+        url: see the module docstring; None is the local store.
+        tenant: scope the registry to this tenant (it then reaches only that tenant's tasks).
+        blobs: blob store URL, required with a database URL.
+        token: an API token; scopes the registry to the token's tenant.
+
+    Raises:
+        ConfigError: malformed or unsupported URL; StoreUnavailableError: database unreachable or not upgraded.
+    """
+    if url is None:
+        from vopstore.home import local_store_dir
+
+        return _open_dir(local_store_dir(), tenant, token, url="local")
+    if url.startswith(("http://", "https://")):
+        raise ConfigError(f"{url}: HTTP registries are not supported by this vopstore yet; use a file:// or database URL")
+    if url.startswith(_DB_SCHEMES):
+        if not blobs:
+            raise ConfigError(f"a database URL needs a blob store too: open_store(url, blobs='s3://bucket/prefix')")
+        return _open_db(url, blobs, tenant, token, auto_upgrade=url.startswith("sqlite"))
+    if "://" in url and not url.startswith("file://"):
+        raise ConfigError(f"unsupported store URL {url!r}: use file:///dir, sqlite:///file or postgresql+psycopg://...")
+    return _open_dir(_dir_path(url), tenant, token, url=url)
+
+
+def _dir_path(url: str) -> Path:
+    if url.startswith("file://"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"{url}: file URLs must be local, e.g. file:///srv/vopstore")
+        return Path(url2pathname(parts.path))
+    return Path(url).expanduser()
+
+
+def _open_dir(path: Path, tenant: str | None, token: str | None, url: str) -> Registry:
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "blobs").mkdir(exist_ok=True)
+    return _open_db(f"sqlite:///{path / 'store.db'}", (path / "blobs").as_uri(), tenant, token,
+                    auto_upgrade=True, name=url if url != "local" else str(path))
+
+
+def _open_db(db_url: str, blobs_url: str, tenant: str | None, token: str | None, *, auto_upgrade: bool,
+             name: str | None = None) -> Registry:
+    from vopstore.blobs import open_blobs
+    from vopstore.db import ensure_head, make_engine, redact, require_head, translate_errors
+
+    shown = name or redact(db_url)
+    engine = make_engine(db_url)
+    with translate_errors(shown):
+        if auto_upgrade:
+            ensure_head(engine)
+        else:
+            require_head(engine, redact(db_url))
+    registry = DirectRegistry(engine, open_blobs(blobs_url), url=shown, tenant=tenant)
+    if token is not None:
+        scoped = registry.tenant_for_token(token)
+        if tenant is not None and tenant != scoped:
+            raise ConfigError(f"the token belongs to tenant {scoped!r}, not {tenant!r}")
+        registry = DirectRegistry(engine, registry.blobs, url=shown, tenant=scoped)
+    return registry
+
+
+def open_remote(name: str, tenant: str | None = None, token: str | None = None) -> Registry:
+    """Open the remote called ``name`` in ``config.toml``."""
+    from vopstore.config import load_config
+
+    remote = load_config().remote(name)
+    return open_store(remote.url, tenant, blobs=remote.blobs, token=token)

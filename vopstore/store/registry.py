@@ -1,0 +1,58 @@
+"""The one interface every store implements: direct (database + blobs) now, HTTP later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from vopstore.store.info import TaskInfo, VersionInfo
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """A versioned store of prompt sets, optionally scoped to one tenant.
+
+    ``url`` names it; ``tenant`` is the tenant it is scoped to (None: every tenant,
+    for a trusted direct store). Refs without a tenant mean ``default_tenant``.
+    """
+
+    url: str
+    tenant: str | None
+    default_tenant: str
+
+    def add(self, task: str, path: str | Path, *, metrics: dict | None = None, message: str | None = None,
+            training_config: dict | None = None, parent: str | None = None) -> VersionInfo:
+        """Validate the checkpoint at ``path`` and register it as the next version of ``task``."""
+        ...
+
+    def resolve(self, ref: str) -> VersionInfo:
+        """The version ``[tenant/]task[@vN|@alias]`` names (latest when no selector)."""
+        ...
+
+    def fetch(self, ref_or_info: str | VersionInfo) -> Path:
+        """A verified local copy of the version's file, in the content-addressed cache."""
+        ...
+
+    def read_blob(self, info: VersionInfo) -> bytes:
+        """The version's bytes, verified against its digest."""
+        ...
+
+    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
+        """Store a version copied from another store under the same number; (info, created)."""
+        ...
+
+    def list_tasks(self) -> list[TaskInfo]: ...
+
+    def list_versions(self, task: str) -> list[VersionInfo]: ...
+
+    def tag(self, ref: str, alias: str) -> VersionInfo: ...
+
+    def untag(self, task: str, alias: str) -> None: ...
+
+    def remove(self, ref: str, force: bool = False) -> VersionInfo: ...
+
+    def verify(self, ref: str | None = None) -> list[str]: ...
+
+    def gc(self, grace_s: float = 3600.0, dry_run: bool = False) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,36 @@
+"""push / pull: copy one version (blob + row) between two registries.
+
+The blob goes first, then the version row in one transaction, so a crash never
+leaves a visible version without its bytes. Copying again is a no-op; the same
+``task@vN`` with another digest on the other side is refused. When the ref
+names an alias, the alias is set on the destination too, so ``pull
+acme/lsmdc@prod`` makes ``acme/lsmdc@prod`` resolve locally, offline.
+"""
+
+from __future__ import annotations
+
+from vopstore.refs import parse_ref
+from vopstore.store.info import VersionInfo
+from vopstore.store.registry import Registry
+
+
+def copy_version(src: Registry, dst: Registry, ref: str) -> tuple[VersionInfo, bool]:
+    """Copy the version ``ref`` names from ``src`` to ``dst``; return (its info in ``dst``, whether new)."""
+    info = src.resolve(ref)
+    parsed = parse_ref(ref, src.default_tenant)
+    aliases = (parsed.alias,) if parsed.alias else ()
+    data = src.read_blob(info)  # verified: corrupt bytes never leave the source
+    return dst.import_version(info, data, aliases)
+
+
+def push(src: Registry, dst: Registry, ref: str) -> VersionInfo:
+    """Copy a version from ``src`` (usually the local store) to ``dst`` (a remote)."""
+    info, _ = copy_version(src, dst, ref)
+    return info
+
+
+def pull(src: Registry, dst: Registry, ref: str) -> VersionInfo:
+    """Copy a version from ``src`` (a remote) into ``dst`` and place its verified file in the local cache."""
+    info, _ = copy_version(src, dst, ref)
+    dst.fetch(info)
+    return info
