@@ -13,6 +13,11 @@ import pytest  # noqa: E402
 # Each plugin module owns one kind of fixture (servers, models, data).
 pytest_plugins = [
     "tests.fixtures.home",
+    "tests.fixtures.models",
+    "tests.fixtures.videos",
+    "tests.fixtures.postgres",
+    "tests.fixtures.stores",
+    "tests.fixtures.s3",
 ]
 
 

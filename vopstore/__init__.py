@@ -17,6 +17,8 @@ _LAZY = {
     "push": "vopstore.store",
     "pull": "vopstore.store",
     "load_backbone": "vopstore.backbone",
+    "build_method": "vopstore.prompts",
+    "load_prompt_set": "vopstore.prompts",
     "Retriever": "vopstore.runtime",
     "parse_ref": "vopstore.refs",
     "Ref": "vopstore.refs",

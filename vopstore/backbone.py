@@ -1,0 +1,306 @@
+"""The frozen CLIP backbone: loading, freezing, tokenising and fingerprinting.
+
+A backbone comes from a hub name (``openai/clip-vit-base-patch32``) or a local
+folder saved by ``save_pretrained``. Its **fingerprint** is the sha256 of the
+sorted ``(name, dtype, shape, bytes)`` of the weights as stored in the file,
+plus the image and text preprocessing settings. Every prompt set records it,
+and loading a prompt set onto a backbone with another fingerprint is refused.
+The weight hash is computed once per file and cached under
+``$VOPSTORE_HOME/cache/fingerprints`` keyed by (realpath, size, mtime_ns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vopstore.errors import ConfigError, FileMissingError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP plus everything needed to feed it.
+
+    Attributes:
+        name: the hub name or the absolute folder path it was loaded from.
+        model: the ``transformers.CLIPModel``, in eval mode, every parameter frozen.
+        tokenizer: its ``CLIPTokenizer``.
+        image_size: the square crop size the vision tower expects.
+        image_mean, image_std: per-channel normalisation of pixel values.
+        fingerprint: sha256 hex of weights + preprocessing (see module docstring).
+        device, dtype: where and in which precision the model lives.
+        resize_size: the shortest-edge resize before the centre crop.
+    """
+
+    name: str
+    model: Any
+    tokenizer: Any
+    image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    fingerprint: str
+    device: torch.device
+    dtype: torch.dtype
+    resize_size: int = 224
+    context_length: int = 77
+    eot_token_id: int = 49407
+    extra: dict = field(default_factory=dict)
+
+    def tokenize(self, texts: list[str], n_prompts: int = 0) -> torch.Tensor:
+        """Token ids (B, L) padded to the longest text, on ``self.device``.
+
+        Texts are truncated to ``context_length - n_prompts`` ids so that the
+        prompts fit into CLIP's 77 positions; truncation keeps SOT ... EOT.
+        """
+        max_len = self.context_length - n_prompts
+        if max_len < 2:
+            raise ConfigError(f"{n_prompts} text prompts leave no room for SOT/EOT in {self.context_length} tokens")
+        if isinstance(texts, str):
+            texts = [texts]
+        batch = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=max_len,
+                               return_tensors="pt")
+        return batch["input_ids"].to(self.device)
+
+    @property
+    def preprocessing(self) -> dict:
+        """The preprocessing settings that are part of the fingerprint."""
+        return preprocessing_settings(self)
+
+
+def preprocessing_settings(backbone: Backbone) -> dict:
+    return {"image_size": backbone.image_size, "image_mean": list(backbone.image_mean),
+            "image_std": list(backbone.image_std), "resize_size": backbone.resize_size,
+            "context_length": backbone.context_length, "eot_token_id": backbone.eot_token_id,
+            "vocab_size": len(backbone.tokenizer)}
+
+
+def load_backbone(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32) -> Backbone:
+    """Load a frozen CLIP from a hub name or a local folder.
+
+    Args:
+        name_or_path: ``openai/clip-vit-base-patch32`` (read from the HF cache
+            when offline) or a folder written by ``save_pretrained``.
+        device: where to put the model.
+        dtype: the model's precision (the fingerprint hashes the stored weights,
+            so it does not depend on this).
+
+    Returns:
+        A :class:`Backbone` whose model has ``requires_grad=False`` everywhere.
+
+    Raises:
+        FileMissingError: the folder does not exist or holds no CLIP weights,
+            or the hub name is not in the local cache while offline.
+    """
+    from transformers import CLIPModel
+
+    folder = resolve_folder(name_or_path)
+    model = CLIPModel.from_pretrained(str(folder), dtype=dtype).to(device).eval()
+    model.requires_grad_(False)
+    image = read_image_settings(folder, model.config.vision_config.image_size)
+    tokenizer = load_tokenizer(folder)
+    backbone = Backbone(name=_display_name(name_or_path, folder), model=model, tokenizer=tokenizer,
+                        fingerprint="", device=torch.device(device), dtype=dtype,
+                        context_length=model.config.text_config.max_position_embeddings,
+                        eot_token_id=_eot_id(model.config, tokenizer), **image)
+    backbone.fingerprint = fingerprint(folder, preprocessing_settings(backbone))
+    return backbone
+
+
+def _display_name(name_or_path: str | os.PathLike, folder: Path) -> str:
+    return str(folder.resolve()) if Path(name_or_path).is_dir() else str(name_or_path)
+
+
+def _eot_id(config: Any, tokenizer: Any) -> int:
+    eos = getattr(config.text_config, "eos_token_id", None)
+    # Configs written before transformers#24773 say 2; the tokenizer knows the real id.
+    return int(tokenizer.eos_token_id if eos in (None, 2) else eos)
+
+
+def resolve_folder(name_or_path: str | os.PathLike) -> Path:
+    """The local folder holding the backbone: the path itself, or its HF cache snapshot."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if weight_file(path) is None:
+            raise FileMissingError(f"{path}: no model.safetensors or pytorch_model.bin; pass a folder "
+                                   "written by CLIPModel.save_pretrained or a hub name")
+        return path
+    if path.exists() or str(name_or_path).startswith((".", "/", "~")):
+        raise FileMissingError(f"{path}: not a folder; pass a CLIP folder or a hub name like "
+                               "openai/clip-vit-base-patch32")
+    return _hub_snapshot(str(name_or_path))
+
+
+def _hub_snapshot(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "model.safetensors"]
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except Exception as exc:  # offline miss, unknown repo, network: all mean "not available here"
+        raise FileMissingError(f"backbone {name!r} is not in the local Hugging Face cache and could not be "
+                               f"downloaded ({type(exc).__name__}); download it once or pass a local folder") from None
+
+
+def weight_file(folder: Path) -> Path | None:
+    for name in _WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_image_settings(folder: Path, default_size: int) -> dict:
+    """Image size, mean, std and resize from preprocessor_config.json, CLIP defaults otherwise."""
+    settings = {"image_size": default_size, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+                "resize_size": default_size}
+    config_path = folder / "preprocessor_config.json"
+    if not config_path.is_file():
+        return settings
+    raw = json.loads(config_path.read_text())
+    settings["image_size"] = _edge(raw.get("crop_size"), default_size)
+    settings["resize_size"] = _edge(raw.get("size"), settings["image_size"])
+    settings["image_mean"] = tuple(float(v) for v in raw.get("image_mean", CLIP_MEAN))
+    settings["image_std"] = tuple(float(v) for v in raw.get("image_std", CLIP_STD))
+    return settings
+
+
+def _edge(value: Any, default: int) -> int:
+    """Preprocessor configs spell sizes as an int or as {shortest_edge|height|width: int}."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        for key in ("shortest_edge", "height", "width"):
+            if isinstance(value.get(key), int):
+                return value[key]
+    return default
+
+
+def load_tokenizer(folder: Path):
+    """The folder's own tokenizer when it ships one, else the vendored CLIP tokenizer."""
+    if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(str(folder))
+    from vopstore.tokenizer import clip_tokenizer
+
+    return clip_tokenizer()
+
+
+# --- fingerprint -----------------------------------------------------------------------------------------------
+
+
+def fingerprint(folder: Path, preprocessing: dict) -> str:
+    """sha256 of the stored weights' hash and the canonical preprocessing settings."""
+    from vopstore.checkpoint import canonical_json
+
+    digest = hashlib.sha256()
+    digest.update(weights_digest(weight_file(folder)).encode())
+    digest.update(canonical_json(preprocessing).encode())
+    return digest.hexdigest()
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 over sorted (name, dtype, shape, bytes) of a weight file, cached per file version."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+    cache = _cache_dir() / f"{key}.json"
+    if cache.is_file():
+        try:
+            return json.loads(cache.read_text())["weights_sha256"]
+        except (ValueError, KeyError):
+            pass  # a corrupt cache entry is recomputed and overwritten
+    value = _hash_tensors(_read_weights(path))
+    _write_cache(cache, {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                         "weights_sha256": value})
+    return value
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _hash_tensors(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        header = f"{name}\0{str(tensor.dtype).removeprefix('torch.')}\0{list(tensor.shape)}\0"
+        digest.update(header.encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _cache_dir() -> Path:
+    home = Path(os.environ.get("VOPSTORE_HOME") or Path.home() / ".vopstore")
+    return home / "cache" / "fingerprints"
+
+
+def _write_cache(path: Path, record: dict) -> None:
+    from vopstore.checkpoint import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, json.dumps(record).encode())
+    except OSError:
+        pass  # a read-only home only costs a recomputation next time
+
+
+# --- building backbones (tests, demo, trainer) -------------------------------------------------------------------
+
+
+def save_random_backbone(folder: str | os.PathLike, config: Any, seed: int = 0) -> Path:
+    """Save a randomly initialised CLIP (+ tokenizer + preprocessor config) that ``load_backbone`` can load.
+
+    Args:
+        folder: where to write; created if missing.
+        config: a ``transformers.CLIPConfig``.
+        seed: initialisation seed; the same seed gives the same weights.
+
+    Returns:
+        The folder, as a Path.
+    """
+    from transformers import CLIPModel
+
+    from vopstore.tokenizer import save_clip_tokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    model.save_pretrained(str(folder))
+    save_clip_tokenizer(folder)
+    size = config.vision_config.image_size
+    preprocessor = {"crop_size": {"height": size, "width": size}, "size": {"shortest_edge": size},
+                    "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "do_center_crop": True,
+                    "do_resize": True, "do_normalize": True, "resample": 3, "image_processor_type": "CLIPImageProcessor"}
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+    return folder
+
+
+def clip_param_count(config: Any) -> int:
+    """Parameters of a ``CLIPModel`` from its config alone (no weights, no torch allocation)."""
+    t, v = config.text_config, config.vision_config
+    text = t.vocab_size * t.hidden_size + t.max_position_embeddings * t.hidden_size
+    text += t.num_hidden_layers * _layer_params(t.hidden_size, t.intermediate_size) + 2 * t.hidden_size
+    patches = (v.image_size // v.patch_size) ** 2
+    vision = v.hidden_size * (3 * v.patch_size**2 + 1 + patches + 1)  # conv (no bias), class emb, positions
+    vision += v.num_hidden_layers * _layer_params(v.hidden_size, v.intermediate_size) + 4 * v.hidden_size
+    projections = (t.hidden_size + v.hidden_size) * config.projection_dim
+    return text + vision + projections + 1  # + logit_scale
+
+
+def _layer_params(width: int, mlp: int) -> int:
+    return 4 * (width * width + width) + 2 * width * mlp + mlp + width + 4 * width

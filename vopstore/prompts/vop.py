@@ -1,0 +1,52 @@
+"""VoP: deep text prompts and deep visual prompts, the same for every frame (paper §3.2, spec §1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vopstore.prompts.base import Dims, MethodConfig, PromptMethod, _check_depth, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.forward import VideoPrompts
+
+
+@dataclass(frozen=True)
+class VopConfig(MethodConfig):
+    """Base VoP settings.
+
+    Attributes:
+        visual_prompts: visual prompt tokens per layer and frame (paper: 8).
+        visual_depth: how many vision layers get fresh prompts (None: all intra-frame layers).
+    """
+
+    visual_prompts: int = 8
+    visual_depth: int | None = None
+
+    def validate_for(self, dims: Dims) -> None:
+        super().validate_for(dims)
+        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
+
+
+class Vop(PromptMethod):
+    """VoP: ``text`` (L_t, 8, 512) and ``visual`` (L_v, 8, 768) learned prompts; 122,880 on ViT-B/32."""
+
+    name = "vop"
+    config_class = VopConfig
+
+    def intra_layers(self) -> int:
+        """Vision layers that attend within one frame (all of them unless VoP^F)."""
+        return self.dims.vision_layers
+
+    def visual_depth(self) -> int:
+        return depth_of(self.config.visual_depth, self.intra_layers())
+
+    def _build_visual(self) -> None:
+        shape = (self.visual_depth(), self.config.visual_prompts, self.dims.vision_width)
+        self.visual = normal_param(shape, self.config.init_std)
+
+    @classmethod
+    def video_prompts(cls, config, tensors, set_index, frames):
+        visual = gather(tensors["visual"], set_index)  # (B, depth, P, D)
+
+        def shallow(layer, hidden):
+            return per_frame(visual[:, layer], frames)
+
+        return VideoPrompts(n_prompts=visual.shape[2], shallow=shallow, shallow_depth=visual.shape[1])

@@ -1,0 +1,20 @@
+"""VoP^{F+P}: position-specific prompts in the K^s intra-frame layers, VoP^F after (paper §3.3, spec §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vopstore.prompts.vop_f import FunctionFields, FunctionSpecific
+from vopstore.prompts.vop_p import VopP, VopPConfig
+
+
+@dataclass(frozen=True)
+class VopFPConfig(FunctionFields, VopPConfig):
+    """VoP^P's settings plus ``k_shallow`` and ``video_prompts``; ``num_frames`` sizes both tables."""
+
+
+class VopFP(FunctionSpecific, VopP):
+    """VoP^{F+P}: 393,216 parameters on ViT-B/32 (+ 9,216 frame position embedding)."""
+
+    name = "vop-f+p"
+    config_class = VopFPConfig

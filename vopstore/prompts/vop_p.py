@@ -1,0 +1,66 @@
+"""VoP^P: position-specific video prompts (paper §3.3 Eq. 5, spec §2).
+
+Per layer and frame slot j the 8 visual prompts are 4 tokens shared by all frames
+plus 4 tokens from a table indexed by j, the frame's slot among the sampled frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vopstore.errors import ConfigError
+from vopstore.prompts.base import Dims, MethodConfig, PromptMethod, _check_depth, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.forward import VideoPrompts
+
+
+@dataclass(frozen=True)
+class VopPConfig(MethodConfig):
+    """VoP^P settings: ``shared_prompts`` + ``position_prompts`` per frame slot, ``num_frames`` slots."""
+
+    shared_prompts: int = 4
+    position_prompts: int = 4
+    num_frames: int = 12
+    visual_depth: int | None = None
+
+    def validate_for(self, dims: Dims) -> None:
+        super().validate_for(dims)
+        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
+        if self.num_frames < 1:
+            raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
+
+
+def check_frames(frames: int, num_frames: int, method: str) -> None:
+    if frames > num_frames:
+        raise ConfigError(f"{method} was built for at most {num_frames} frames per video, got {frames}; "
+                          "sample fewer frames or build it with num_frames={frames}")
+
+
+class VopP(PromptMethod):
+    """VoP^P: ``text``, ``shared`` (L_v, 4, 768) and ``table`` (L_v, F, 4, 768); 528,384 on ViT-B/32."""
+
+    name = "vop-p"
+    config_class = VopPConfig
+
+    def intra_layers(self) -> int:
+        return self.dims.vision_layers
+
+    def _build_visual(self) -> None:
+        cfg, width = self.config, self.dims.vision_width
+        depth = depth_of(cfg.visual_depth, self.intra_layers())
+        self.shared = normal_param((depth, cfg.shared_prompts, width), cfg.init_std)
+        self.table = normal_param((depth, cfg.num_frames, cfg.position_prompts, width), cfg.init_std)
+
+    @classmethod
+    def video_prompts(cls, config, tensors, set_index, frames):
+        check_frames(frames, config.num_frames, cls.name)
+        shared = gather(tensors["shared"], set_index)  # (B, depth, 4, D)
+        table = gather(tensors["table"], set_index)[:, :, :frames]  # (B, depth, F, 4, D)
+
+        def shallow(layer, hidden):
+            slots = table[:, layer].reshape(-1, *table.shape[3:])  # frame j of video b -> row b*F + j
+            return torch.cat([per_frame(shared[:, layer], frames), slots], dim=1)
+
+        n = shared.shape[2] + table.shape[3]
+        return VideoPrompts(n_prompts=n, shallow=shallow, shallow_depth=shared.shape[1])
