@@ -19,7 +19,7 @@ def make_dataset(samples, cfg, backbone, train: bool, cache_dir: Path | None = N
 
     return VideoTextDataset(list(samples), num_frames=cfg.num_frames, image_size=backbone.image_size,
                             mean=backbone.image_mean, std=backbone.image_std, train=train,
-                            cache_dir=cache_dir, on_error=cfg.on_error)
+                            cache_dir=cache_dir, on_error=cfg.on_error, flip=cfg.hflip, seed=cfg.seed)
 
 
 def frames_of(item: Any) -> torch.Tensor:
@@ -30,9 +30,10 @@ def frames_of(item: Any) -> torch.Tensor:
 
 
 def caption_of(item: Any, sample) -> str:
-    if isinstance(item, dict) and "caption" in item:
-        return item["caption"]
-    return sample.caption
+    """The caption of an item; a skipped undecodable video brings its replacement's caption."""
+    if isinstance(item, dict):
+        return item.get("caption", sample.caption)
+    return item[1] if len(item) > 1 and isinstance(item[1], str) else sample.caption
 
 
 def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
@@ -50,8 +51,14 @@ def steps_per_epoch(n: int, micro: int, grad_accum: int, world_size: int) -> int
     return (n // world_size) // micro // grad_accum
 
 
-def load_batch(dataset, samples, indices: list[int]) -> tuple[torch.Tensor, list[str]]:
-    """Frames (B, F, 3, H, W) and captions of the given sample indices."""
+def load_batch(dataset, samples, indices: list[int], epoch: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Frames (B, F, 3, H, W) and captions of the given sample indices.
+
+    The dataset draws its augmentation from (seed, epoch, index), so the same
+    batch comes out whichever rank or resumed process loads it.
+    """
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
     items = [dataset[i] for i in indices]
     frames = torch.stack([frames_of(item) for item in items])
     return frames, [caption_of(item, samples[i]) for item, i in zip(items, indices)]

@@ -40,7 +40,7 @@ from vopstore.trainer.loss import contrastive_loss
 STATE_FILE = "train-state.pt"
 LOG_FILE = "log.jsonl"
 # Parameters of VoP^C's context generator train at ``aux_lr`` (spec §6.3); matched by name.
-AUX_PARAM_MARKERS = ("lstm", "fc", "generator", "cmm")
+AUX_MODULES = ("cmm", "fc", "lstm")
 
 
 class DualEncoder(nn.Module):
@@ -113,7 +113,7 @@ def build_optimizer(method: nn.Module, cfg: TrainConfig, total_steps: int):
     main, aux = [], []
     for name, param in method.named_parameters():
         if param.requires_grad:
-            (aux if any(m in name.lower() for m in AUX_PARAM_MARKERS) else main).append(param)
+            (aux if set(name.lower().split(".")) & set(AUX_MODULES) else main).append(param)
     if not main and not aux:
         raise ConfigError(f"method {cfg.method!r} has no trainable parameters; nothing to train")
     groups = [{"params": main, "lr": cfg.lr}] + ([{"params": aux, "lr": cfg.aux_lr}] if aux else [])
@@ -145,7 +145,8 @@ def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = 
         from vopstore.backbone import load_backbone
 
         backbone = load_backbone(cfg.backbone, device=device)
-    method = build_method(cfg.method, backbone, seed=cfg.seed, **cfg.method_config).to(backbone.device)
+    method_config = method_defaults(cfg, backbone)
+    method = build_method(cfg.method, backbone, seed=cfg.seed, **method_config).to(backbone.device)
     method.train()
     model = _wrap(DualEncoder(method, backbone), dist, backbone.device)
     micro = cfg.micro_batch(dist.world_size)
@@ -160,6 +161,26 @@ def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = 
               Path(run_dir), micro, per_epoch, total)
     _maybe_resume(run)
     return run
+
+
+def method_defaults(cfg: TrainConfig, backbone: Any) -> dict:
+    """The method config, completed from the run: frames from ``num_frames``, K^s scaled to the depth.
+
+    The paper's K^s = 8 of 12 layers does not fit a small backbone; unless set, it
+    becomes the same two-thirds of the vision tower (at least 1, at most L - 1).
+    """
+    from dataclasses import fields
+
+    from vopstore.prompts import get_method
+
+    names = {f.name for f in fields(get_method(cfg.method).config_class)}
+    out = dict(cfg.method_config)
+    if "num_frames" in names:
+        out.setdefault("num_frames", cfg.num_frames)
+    layers = backbone.model.config.vision_config.num_hidden_layers
+    if "k_shallow" in names and layers != 12:
+        out.setdefault("k_shallow", min(layers - 1, max(1, round(layers * 8 / 12))))
+    return out
 
 
 def _wrap(module: DualEncoder, dist: DistInfo, device: torch.device) -> nn.Module:
@@ -255,22 +276,22 @@ def train(run: Run, progress: bool = True, stop_after: int | None = None) -> dic
             "clips_per_s": done * cfg.batch_size / seconds if seconds > 0 else 0.0}
 
 
-def _micro_indices(run: Run, step: int) -> list[list[int]]:
-    """This rank's sample indices for each micro-batch of optimiser step ``step``."""
+def _micro_indices(run: Run, step: int) -> tuple[int, list[list[int]]]:
+    """The epoch of optimiser step ``step`` and this rank's sample indices for each of its micro-batches."""
     epoch, within = divmod(step, run.steps_per_epoch)
     order = batches.epoch_order(len(run.samples), epoch, run.cfg.seed, run.dist.rank, run.dist.world_size)
     first = within * run.cfg.grad_accum
-    return [order[(first + k) * run.micro:(first + k + 1) * run.micro] for k in range(run.cfg.grad_accum)]
+    return epoch, [order[(first + k) * run.micro:(first + k + 1) * run.micro] for k in range(run.cfg.grad_accum)]
 
 
 def _optimizer_step(run: Run, autocast) -> float:
     cfg, total = run.cfg, 0.0
     logit_scale = run.backbone.model.logit_scale.detach()
     n_prompts = getattr(run.method, "text_tokens", 0)
-    groups = _micro_indices(run, run.step)
+    epoch, groups = _micro_indices(run, run.step)
     run.optimizer.zero_grad(set_to_none=True)
     for k, indices in enumerate(groups):
-        frames, captions = batches.load_batch(run.dataset, run.samples, indices)
+        frames, captions = batches.load_batch(run.dataset, run.samples, indices, epoch)
         ids = run.backbone.tokenize(captions, n_prompts)
         frames = frames.to(run.backbone.device, run.backbone.dtype)
         sync = k == len(groups) - 1 or not run.dist.enabled

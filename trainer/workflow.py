@@ -1,0 +1,138 @@
+"""What the ``train`` and ``eval`` commands do, as library calls (the CLI only parses arguments).
+
+* :func:`train_task` - read the data, train (resumably, under ``torchrun`` if
+  launched by it), evaluate, register a new version; returns the new ref.
+* :func:`eval_version` - evaluate a stored version on a dataset's test split.
+* :func:`eval_zero_shot` - the backbone alone, through the same evaluation path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from vopstore.errors import FileMissingError
+from vopstore.trainer.config import TrainConfig, config_from_dict
+
+
+@dataclass
+class TrainResult:
+    """What one ``train_task`` call produced (identical on every rank)."""
+
+    ref: str | None
+    digest: str | None
+    metrics: dict | None
+    steps: int
+    seconds: float
+    clips_per_s: float
+    run_dir: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def read_splits(cfg: TrainConfig, data: str | Path, train: bool = True):
+    """(train samples or None, test samples) of the dataset at ``data``."""
+    from vopstore.trainer.data import read_split
+
+    root = Path(data)
+    if not root.is_dir():
+        raise FileMissingError(f"dataset folder not found: {root}; pass --data with a dataset root")
+    train_samples = read_split(cfg.data_format, root, cfg.train_split, cfg.on_error) if train else None
+    return train_samples, read_split(cfg.data_format, root, cfg.test_split, cfg.on_error)
+
+
+def default_run_dir(task: str, cfg: TrainConfig, data: str | Path) -> Path:
+    """``$VOPSTORE_HOME/runs/<task>-<hash of config + data path>``: rerunning the same command resumes."""
+    from vopstore.home import home_dir
+
+    key = hashlib.sha256(f"{cfg.digest()}\0{Path(data).resolve()}".encode()).hexdigest()[:12]
+    return home_dir() / "runs" / f"{task}-{key}"
+
+
+def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | Path | None = None,
+               store: Any = None, backbone: Any = None, message: str | None = None, progress: bool = True,
+               log: Callable[[str], None] = lambda s: None) -> TrainResult:
+    """Train ``cfg.method`` on ``task``'s data, evaluate on the test split and register a version.
+
+    Under ``torchrun`` every rank trains its share; rank 0 alone evaluates and
+    writes the store, then every rank returns the same result.
+    """
+    from vopstore.refs import validate_name
+    from vopstore.trainer import recipe
+    from vopstore.trainer.distributed import barrier, broadcast_object, init_distributed, shutdown
+
+    validate_name(task, "task")  # fail before hours of training, not after
+    dist = init_distributed()
+    try:
+        train_samples, test_samples = read_splits(cfg, data)
+        run_dir = Path(run_dir) if run_dir else default_run_dir(task, cfg, data)
+        log(f"training {cfg.method} on {len(train_samples)} pairs ({train_samples.summary()}); run dir {run_dir}")
+        run = recipe.setup(cfg, train_samples, run_dir, backbone=backbone, dist=dist)
+        if run.step:
+            log(f"resuming at step {run.step}/{run.total_steps}")
+        summary = recipe.train(run, progress=progress)
+        barrier(dist)
+        result = None
+        if dist.is_main:
+            log(f"evaluating on {len(test_samples)} test pairs")
+            metrics = recipe.evaluate(run, test_samples, progress=progress)
+            info = recipe.save(run, task, metrics, store=store, message=message)
+            result = TrainResult(info.ref, info.digest, metrics, run.step, summary["seconds"],
+                                 summary["clips_per_s"], str(run_dir))
+        return broadcast_object(result, dist)
+    finally:
+        shutdown(dist)
+
+
+def _autocast(cfg: TrainConfig, backbone: Any):
+    from vopstore.trainer.recipe import autocast_for
+
+    return autocast_for(cfg, backbone.device)
+
+
+def eval_version(ref: str, data: str | Path, sets: tuple[str, ...] = (), store: Any = None,
+                 device: str | None = None, progress: bool = False) -> dict:
+    """Metrics of a stored version on the test split, with the frames/format it was trained with.
+
+    ``sets`` (``key=value``) override the stored training config (e.g. ``test_split=val``).
+    """
+    from vopstore.backbone import load_backbone
+    from vopstore.prompts import load_prompt_set
+    from vopstore.trainer.config import parse_override
+    from vopstore.trainer.evaluate import evaluate
+
+    if store is None:
+        from vopstore.store import open_store
+
+        store = open_store()
+    info = store.resolve(ref)
+    cfg = config_from_dict({**(info.training_config or {}), **dict(parse_override(s) for s in sets)})
+    backbone = load_backbone(info.backbone_name, device=device or _device())
+    method = load_prompt_set(store.fetch(info), backbone)
+    _, test_samples = read_splits(cfg, data, train=False)
+    return {"ref": info.ref, "metrics": evaluate(backbone, method, test_samples, cfg, _autocast(cfg, backbone),
+                                                  progress)}
+
+
+def eval_zero_shot(data: str | Path, cfg: TrainConfig, backbone: Any = None, device: str | None = None,
+                   progress: bool = False) -> dict:
+    """Metrics of the backbone alone (mean of frame embeddings) on the test split."""
+    from vopstore.backbone import load_backbone
+    from vopstore.trainer.evaluate import evaluate
+
+    backbone = backbone or load_backbone(cfg.backbone, device=device or _device())
+    _, test_samples = read_splits(cfg, data, train=False)
+    return evaluate(backbone, None, test_samples, cfg, _autocast(cfg, backbone), progress)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def with_backbone(cfg: TrainConfig, backbone: str | None) -> TrainConfig:
+    return replace(cfg, backbone=backbone) if backbone else cfg
