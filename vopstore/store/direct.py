@@ -151,12 +151,12 @@ class DirectRegistry:
         (same content, same identity) instead of numbering a duplicate.
         """
         ref = self._task(task)
+        fields = {"metrics": _json_object(metrics, "metrics"), "training_config": _json_object(training_config,
+                  "training_config"), "message": message, "parent": self._parent(parent), "created_by": self.user}
         checked = inspect_checkpoint(path)
         data = Path(path).read_bytes()
         if sha256_bytes(data) != checked.sha256:
             raise InvalidCheckpointError(f"{path}: the file changed while it was being added; add it again")
-        fields = {"metrics": _json_object(metrics, "metrics"), "training_config": _json_object(training_config,
-                  "training_config"), "message": message, "parent": self._parent(parent), "created_by": self.user}
         info, _ = self._store(ref.tenant, ref.task, checked.meta, data, fields, number=None)
         return info
 

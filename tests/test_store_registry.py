@@ -1,0 +1,189 @@
+"""The direct registry on SQLite and on a real PostgreSQL: versions, aliases, scoping, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.stores import checkpoint_bytes
+from vopstore.blobs.base import blob_key
+from vopstore.errors import (AliasNotFoundError, ConfigError, ConflictError, FileMissingError, IntegrityError,
+                             InvalidCheckpointError, InvalidRefError, PermissionDeniedError, StoreUnavailableError,
+                             TaskNotFoundError, VersionNotFoundError)
+from vopstore.store import Registry, open_store
+
+
+def test_registry_satisfies_the_protocol(registry):
+    assert isinstance(registry, Registry)
+
+
+def test_add_numbers_versions_and_resolves_latest(registry, ckpt):
+    v1 = registry.add("lsmdc", ckpt(1), metrics={"t2v_r1": 21.5}, message="first", training_config={"lr": 1e-3})
+    v2 = registry.add("lsmdc", ckpt(2), parent="lsmdc@v1")
+    assert (v1.ref, v2.ref) == ("local/lsmdc@v1", "local/lsmdc@v2")
+    assert registry.resolve("lsmdc").ref == v2.ref == registry.resolve("local/lsmdc@latest").ref
+    got = registry.resolve("lsmdc@v1")
+    assert got.metrics == {"t2v_r1": 21.5} and got.message == "first" and got.training_config == {"lr": 1e-3}
+    assert (got.method, got.params, got.backbone_name, got.size) == ("vop", 16, "tiny", len(checkpoint_bytes(1)))
+    assert got.created_at is not None and got.created_at.tzinfo is not None
+    assert registry.resolve("lsmdc@v2").parent == "local/lsmdc@v1"
+
+
+def test_same_bytes_again_is_the_same_version(registry, ckpt):
+    first = registry.add("a", ckpt(1))
+    assert registry.add("a", ckpt(1)).ref == first.ref
+    assert registry.add("b", ckpt(1)).ref == "local/b@v1"  # another task may hold the same bytes
+
+
+def test_aliases_move_and_untag(registry, ckpt):
+    registry.add("t", ckpt(1))
+    registry.add("t", ckpt(2))
+    assert registry.tag("t@v1", "prod").aliases == ("prod",)
+    assert registry.resolve("t@prod").number == 1
+    registry.tag("t@v2", "prod")
+    assert registry.resolve("t@prod").number == 2
+    assert registry.resolve("t@v1").aliases == ()
+    assert registry.list_tasks()[0].aliases == {"prod": 2}
+    registry.untag("t", "prod")
+    with pytest.raises(AliasNotFoundError):
+        registry.resolve("t@prod")
+    with pytest.raises(AliasNotFoundError):
+        registry.untag("t", "prod")
+    with pytest.raises(InvalidRefError):
+        registry.tag("t@v1", "latest")
+
+
+def test_remove_refuses_aliased_and_never_reuses_numbers(registry, ckpt):
+    registry.add("t", ckpt(1))
+    registry.add("t", ckpt(2))
+    registry.tag("t@v2", "prod")
+    with pytest.raises(ConflictError, match="aliased as prod"):
+        registry.remove("t@v2")
+    assert registry.remove("t@prod", force=True).number == 2
+    with pytest.raises(VersionNotFoundError):
+        registry.resolve("t@v2")
+    assert registry.add("t", ckpt(3)).number == 3
+    assert [v.number for v in registry.list_versions("t")] == [1, 3]
+
+
+def test_list_tasks_counts(registry, ckpt):
+    for seed in range(3):
+        registry.add("x", ckpt(seed))
+    registry.add("y", ckpt(9))
+    summary = {t.ref: (t.versions, t.latest) for t in registry.list_tasks()}
+    assert summary == {"local/x": (3, 3), "local/y": (1, 1)}
+
+
+def test_fetch_caches_verified_file(registry, ckpt, vopstore_home):
+    info = registry.add("t", ckpt(1))
+    path = registry.fetch("t")
+    assert path.read_bytes() == checkpoint_bytes(1)
+    assert str(path).startswith(str(vopstore_home / "cache")) and info.digest in path.name
+    path.write_bytes(b"damaged")  # a damaged cache entry is dropped and fetched again
+    assert registry.fetch(info).read_bytes() == checkpoint_bytes(1)
+
+
+def test_tampered_local_blob_is_refused(registry, ckpt):
+    info = registry.add("t", ckpt(1))
+    blob = registry.blobs.path(blob_key(info.tenant, info.digest))
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0x01
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="corrupt"):
+        registry.fetch(info)
+    problems = registry.verify()
+    assert len(problems) == 1 and "local/t@v1" in problems[0] and "corrupt" in problems[0]
+    blob.unlink()
+    assert "missing" in registry.verify("t@v1")[0]
+
+
+def test_gc_removes_only_unreferenced_blobs(registry, ckpt):
+    registry.add("t", ckpt(1))
+    registry.add("t", ckpt(2))
+    registry.remove("t@v2")
+    assert registry.gc(grace_s=3600) == 0  # still inside the grace period
+    assert registry.gc(grace_s=0, dry_run=True) == 1
+    assert registry.gc(grace_s=0) == 1
+    assert registry.gc(grace_s=0) == 0
+    assert registry.verify() == []
+    assert len(list(registry.blobs.list())) == 1
+
+
+def test_tenant_scoping_and_tokens(store_spec, ckpt):
+    admin = store_spec.open()
+    admin.add("acme/lsmdc", ckpt(1))
+    admin.add("other/lsmdc", ckpt(2))
+    token = admin.create_token("acme", "ci")
+    assert token not in repr(admin.engine.url)
+    acme = store_spec.open(token=token)
+    assert acme.tenant == "acme"
+    assert acme.resolve("lsmdc").ref == "acme/lsmdc@v1"  # refs default to the scoped tenant
+    assert [t.ref for t in acme.list_tasks()] == ["acme/lsmdc"]
+    with pytest.raises(PermissionDeniedError):
+        acme.resolve("other/lsmdc")
+    with pytest.raises(PermissionDeniedError):
+        acme.add("other/new", ckpt(3))
+    with pytest.raises(PermissionDeniedError):
+        acme.create_token("other")
+    assert len(acme.verify()) == 0 and acme.gc(grace_s=0) == 0
+    with pytest.raises(PermissionDeniedError):
+        store_spec.open(token="vop_not-a-token")
+    scoped = store_spec.open(tenant="other")
+    assert [t.ref for t in scoped.list_tasks()] == ["other/lsmdc"]
+
+
+@pytest.mark.parametrize("ref, error", [
+    ("", InvalidRefError), ("Upper", InvalidRefError), ("a/b/c", InvalidRefError), ("t@", InvalidRefError),
+    ("t@v0", InvalidRefError), ("../etc", InvalidRefError), ("nope", TaskNotFoundError),
+    ("t@v9", VersionNotFoundError), ("t@staging", AliasNotFoundError),
+])
+def test_bad_refs(registry, ckpt, ref, error):
+    registry.add("t", ckpt(1))
+    with pytest.raises(error):
+        registry.resolve(ref)
+
+
+def test_bad_files_are_refused(registry, tmp_path):
+    import numpy as np
+    from safetensors.numpy import save
+
+    good = checkpoint_bytes(1)
+    tensor = {"t": np.zeros(16, dtype=np.float32)}
+    cases = {"truncated": good[:-3], "not-safetensors": b"hello world, not a checkpoint",
+             "metadata-not-json": save(tensor, metadata={"vopstore": "{not json"}),
+             "no-metadata": save(tensor),
+             "wrong-params": good.replace(b'\\"params\\":16', b'\\"params\\":17')}
+    assert cases["wrong-params"] != good
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InvalidCheckpointError):
+            registry.add("t", tmp_path / name)
+    with pytest.raises(FileMissingError):
+        registry.add("t", tmp_path / "absent.safetensors")
+    with pytest.raises(ConfigError):
+        registry.add("t", tmp_path / "x", metrics=["not", "a", "dict"])
+    (tmp_path / "good").write_bytes(good)
+    with pytest.raises(ConfigError):
+        registry.add("t", tmp_path / "good", metrics={"r1": float("nan")})
+    assert registry.list_tasks() == []
+
+
+def test_unreachable_database_is_one_line():
+    with pytest.raises(StoreUnavailableError) as err:
+        open_store("postgresql+psycopg://127.0.0.1:1/x", blobs="file:///tmp/unused-blobs")
+    assert "\n" not in str(err.value) and "127.0.0.1:1" in str(err.value)
+
+
+@pytest.mark.postgres
+def test_shared_database_is_not_migrated_implicitly(postgres_db, tmp_path):
+    with pytest.raises(StoreUnavailableError, match="vopstore db upgrade"):
+        open_store(postgres_db, blobs=tmp_path.as_uri())
+
+
+def test_database_url_needs_blobs_and_http_is_not_there_yet():
+    with pytest.raises(ConfigError):
+        open_store("postgresql+psycopg://127.0.0.1:1/x")
+    with pytest.raises(ConfigError):
+        open_store("https://registry.example.com")
+    with pytest.raises(ConfigError):
+        open_store("ftp://example.com/store")
