@@ -109,6 +109,7 @@ class PromptMethod(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for `vopstore methods`
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     # parameters that train but that the paper's Table 1 does not count (frame position embedding)
     uncounted: ClassVar[tuple[str, ...]] = ()

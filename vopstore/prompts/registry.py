@@ -128,5 +128,5 @@ def method_table(dims: Dims = VIT_B32_DIMS, backbone_params: int = VIT_B32_PARAM
         rows.append({"name": name, "trainable_params": trainable, "paper_params": paper,
                      "uncounted_params": trainable - paper, "uncounted": list(cls.uncounted),
                      "share": trainable / backbone_params, "paper_share": paper / PAPER_FULL_PARAMS,
-                     "backbone_params": backbone_params, "summary": (cls.__doc__ or "").split("\n")[0]})
+                     "backbone_params": backbone_params, "summary": cls.summary})
     return rows

@@ -29,6 +29,7 @@ class Vop(PromptMethod):
     """VoP: ``text`` (L_t, 8, 512) and ``visual`` (L_v, 8, 768) learned prompts; 122,880 on ViT-B/32."""
 
     name = "vop"
+    summary = "deep text + visual prompts, shared by all frames"
     config_class = VopConfig
 
     def intra_layers(self) -> int:

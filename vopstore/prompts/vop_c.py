@@ -70,6 +70,7 @@ class VopC(PromptMethod):
     """VoP^C: ``text``, ``generic`` (L_v, 4, 768), ``cmm`` BiLSTM(768->768x2), ``fc`` (1536->4x768); 14,257,152."""
 
     name = "vop-c"
+    summary = "4 learned + 4 BiLSTM-generated visual prompts"
     config_class = VopCConfig
 
     def intra_layers(self) -> int:

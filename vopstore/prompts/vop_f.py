@@ -83,6 +83,7 @@ class VopF(FunctionSpecific, Vop):
     """VoP^F: ``text``, ``visual`` (K^s, 8, 768), ``video`` (L-K^s, 8, 768), ``frame_pos`` (F, 768)."""
 
     name = "vop-f"
+    summary = "intra-frame layers, then inter-frame attention"
     config_class = VopFConfig
 
 

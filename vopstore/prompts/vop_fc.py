@@ -23,4 +23,5 @@ class VopFC(FunctionSpecific, VopC):
     """VoP^{F+C}: BiLSTM + FC shared over the K^s intra-frame layers, video-level prompts after."""
 
     name = "vop-f+c"
+    summary = "C prompts in K^s layers + inter-frame deep layers"
     config_class = VopFCConfig

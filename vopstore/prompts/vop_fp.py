@@ -17,4 +17,5 @@ class VopFP(FunctionSpecific, VopP):
     """VoP^{F+P}: 393,216 parameters on ViT-B/32 (+ 9,216 frame position embedding)."""
 
     name = "vop-f+p"
+    summary = "P prompts in K^s layers + inter-frame deep layers"
     config_class = VopFPConfig

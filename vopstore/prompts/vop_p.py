@@ -41,6 +41,7 @@ class VopP(PromptMethod):
     """VoP^P: ``text``, ``shared`` (L_v, 4, 768) and ``table`` (L_v, F, 4, 768); 528,384 on ViT-B/32."""
 
     name = "vop-p"
+    summary = "visual prompts: 4 shared + 4 per frame slot"
     config_class = VopPConfig
 
     def intra_layers(self) -> int:
