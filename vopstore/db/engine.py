@@ -44,8 +44,9 @@ def _setup_sqlite(engine) -> None:
         # would turn concurrent writers into "database is locked" errors instead of waits.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # persistent: set once per file
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -65,7 +65,9 @@ def upgrade(engine, revision: str = "head") -> None:
     """Upgrade the database behind ``engine`` to ``revision`` (idempotent)."""
     from alembic import command
 
-    with engine.begin() as conn:
+    # IMMEDIATE on SQLite: processes opening a new store together queue for the lock, and each
+    # later one finds the schema already at head, instead of failing to upgrade a read lock.
+    with engine.execution_options(immediate=True).begin() as conn:
         command.upgrade(alembic_config(conn), revision)
 
 

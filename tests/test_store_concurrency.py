@@ -1,0 +1,46 @@
+"""Eight writer processes add versions to one task at once: numbers are 1..N, none lost or doubled."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.fixtures.stores import make_checkpoint
+
+WRITERS, PER_WRITER = 8, 3
+
+CHILD = """
+import os, sys, time
+from vopstore.store import open_store
+url, blobs, go, files = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4:]
+store = open_store(url, blobs=blobs)
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.005)
+for f in files:
+    print(store.add("shared", f).ref, flush=True)
+"""
+
+
+def test_concurrent_writers_get_consecutive_numbers(store_spec, tmp_path):
+    files = [[str(make_checkpoint(tmp_path / f"w{w}-{i}.st", seed=100 * w + i)) for i in range(PER_WRITER)]
+             for w in range(WRITERS)]
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, store_spec.url, store_spec.blobs or "", str(go), *f],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    go.touch()  # all writers start together, so their transactions really overlap
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outputs += out.split()
+    store = store_spec.open()
+    versions = store.list_versions("shared")
+    total = WRITERS * PER_WRITER
+    assert [v.number for v in versions] == list(range(1, total + 1))
+    assert sorted(outputs) == sorted(v.ref for v in versions)
+    assert len({v.digest for v in versions}) == total
+    assert store.verify() == []
