@@ -20,6 +20,7 @@ content (colour, shape, position) for pretraining a tiny CLIP in the demo.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, replace
@@ -129,11 +130,19 @@ def sample_spec(rng: np.random.Generator) -> ClipSpec:
     return ClipSpec(kind, _objects(rng, 2), "", lane, radius)
 
 
+def max_distinct() -> int:
+    """How many different captions the task has (move and size per object, ordered object pairs)."""
+    n_obj = len(COLOURS) * len(SHAPES)
+    return n_obj * (len(DIRECTIONS) + 2) + n_obj * (n_obj - 1)
+
+
 def sample_twins(n: int, rng: np.random.Generator, distinct: bool) -> list[ClipSpec]:
     """``n`` specs in temporal-twin pairs (spec, spec.reversed()), adjacent in the list.
 
     With ``distinct`` no caption repeats, so a retrieval test has one right answer per query.
     """
+    if distinct and n > max_distinct():
+        raise ConfigError(f"cannot draw {n} distinct synthetic clips; ask for at most {max_distinct()}")
     specs: list[ClipSpec] = []
     used: set[str] = set()
     for _ in range(50 * n + 100):
@@ -214,10 +223,7 @@ def _write_annotations(root: Path, fmt: str, written: dict) -> None:
             lines = [json.dumps({"video": rel, "caption": cap}) for rel, cap, _ in rows]
             _atomic_text(root / f"{split}.jsonl", "".join(line + "\n" for line in lines))
         else:
-            with open(root / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["video", "caption"])
-                w.writerows([rel, cap] for rel, cap, _ in rows)
+            _atomic_text(root / f"{split}.csv", _csv_text([["video", "caption"]] + [[r, c] for r, c, _ in rows]))
 
 
 def _write_msrvtt(root: Path, written: dict) -> None:
@@ -227,8 +233,15 @@ def _write_msrvtt(root: Path, written: dict) -> None:
     sentences = [{"caption": cap, "video_id": vid(rel), "sen_id": i} for i, (rel, cap, _) in
                  enumerate(written["train"] + written["test"])]
     _atomic_text(root / "MSRVTT_data.json", json.dumps({"sentences": sentences}))
-    test = [f"ret{i},msr{vid(rel)[5:]},{vid(rel)},{cap}\n" for i, (rel, cap, _) in enumerate(written["test"])]
-    _atomic_text(root / "MSRVTT_JSFUSION_test.csv", "key,vid_key,video_id,sentence\n" + "".join(test))
+    rows = [["key", "vid_key", "video_id", "sentence"]]
+    rows += [[f"ret{i}", f"msr{vid(rel)[5:]}", vid(rel), cap] for i, (rel, cap, _) in enumerate(written["test"])]
+    _atomic_text(root / "MSRVTT_JSFUSION_test.csv", _csv_text(rows))
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)  # quotes captions with commas
+    return buf.getvalue()
 
 
 def _atomic_text(path: Path, text: str) -> None:
