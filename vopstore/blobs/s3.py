@@ -42,7 +42,10 @@ _CONFLICT = {"ConditionalRequestConflict", "409"}
 
 def client_config() -> Config:
     """Short timeouts and few retries, so an unreachable endpoint fails in seconds, not minutes."""
-    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "2"))
+    raw = os.environ.get("AWS_MAX_ATTEMPTS", "2")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"AWS_MAX_ATTEMPTS must be a positive integer, got {raw!r}; unset it or set e.g. 3")
+    attempts = int(raw)
     return Config(
         connect_timeout=2,
         read_timeout=30,
