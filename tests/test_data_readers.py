@@ -154,3 +154,21 @@ def test_bad_arguments(tmp_path, msrvtt):
         detect_format(tmp_path / "videos" / "all")
     with pytest.raises(FileMissingError):
         read_split("generic", tmp_path / "nope", "train")
+
+
+def test_check_videos_drops_undecodable_files(tmp_path, synthetic_clips):
+    from vopstore.trainer.data import check_videos
+
+    put(synthetic_clips, tmp_path, "a.mp4", "b.mp4")
+    (tmp_path / "b.mp4").write_bytes(b"\x00" * 2048)  # exists, but is no video
+    (tmp_path / "train.jsonl").write_text(
+        '{"video": "a.mp4", "caption": "one"}\n{"video": "b.mp4", "caption": "two"}\n'
+        '{"video": "b.mp4", "caption": "three"}\n{"video": "c.mp4", "caption": "four"}\n')
+    listed = read_split("generic", tmp_path, "train")
+    assert [s.caption for s in listed] == ["one", "two", "three"] and len(listed.skipped) == 1
+    ok = check_videos(listed)
+    assert [s.caption for s in ok] == ["one"]
+    assert [s.reason.split(":")[0] for s in ok.skipped] == ["video not found", "undecodable video"]
+    assert ok.summary() == "1 samples, 2 skipped (1x video not found; 1x undecodable video)"
+    with pytest.raises(DataError, match=r"b\.mp4.*cannot decode video"):
+        check_videos(listed, on_error="raise")

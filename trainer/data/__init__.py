@@ -12,6 +12,7 @@ from typing import Any
 _LAZY = {
     "Sample": "sample", "SampleList": "sample", "Skipped": "sample", "group_by_video": "sample",
     "DATASETS": "readers", "read_split": "readers", "detect_format": "readers",
+    "check_videos": "readers",
     "ClipSpec": "synthetic", "SyntheticTask": "synthetic", "caption": "synthetic",
     "generate_synthetic_task": "synthetic", "render_clip": "synthetic", "sample_static_pairs": "synthetic",
     "static_caption": "synthetic", "write_video": "encode",

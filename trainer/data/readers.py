@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from vopstore.errors import ConfigError, DataError, FileMissingError
 from vopstore.trainer.data.formats import activitynet, didemo, generic, lsmdc, msrvtt
-from vopstore.trainer.data.sample import ErrorPolicy, SampleList
+from vopstore.trainer.data.sample import ErrorPolicy, Sample, SampleList
 
 Reader = Callable[..., SampleList]
 
@@ -80,3 +82,29 @@ def read_split(fmt: str, root: Path | str, split: str, on_error: str = "skip",
         raise DataError(f"split {split!r} of {fmt} dataset {root} has no usable samples ({samples.summary()}); "
                         "check the layout and the video folder")
     return samples
+
+
+def check_videos(samples: list[Sample], on_error: str = "skip") -> SampleList:
+    """Open every distinct video and decode its first frame; drop (or raise for) the ones that fail.
+
+    Reading a split only checks that video files exist. Run this before evaluating,
+    where a clip replaced at load time would pair a caption with the wrong video; it
+    costs one container open and one decoded frame per video.
+
+    Returns:
+        The samples whose video decodes, with the earlier ``skipped`` records plus one per bad video.
+    """
+    from vopstore.trainer.data.frames import decode_at, open_video
+
+    policy = ErrorPolicy(on_error, list(getattr(samples, "skipped", [])))
+    verdict: dict[Path, bool] = {}
+    for s in samples:
+        if s.video_path not in verdict:
+            try:
+                with open_video(s.video_path) as (container, stream, _):
+                    decode_at(container, stream, np.zeros(1, np.int64), s.video_path, None)
+                verdict[s.video_path] = True
+            except DataError as exc:
+                verdict[s.video_path] = False
+                policy.bad(s.video_path, None, f"undecodable video: {exc}")
+    return policy.result([s for s in samples if verdict[s.video_path]])
