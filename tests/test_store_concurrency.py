@@ -29,14 +29,20 @@ def test_concurrent_writers_get_consecutive_numbers(store_spec, tmp_path):
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, store_spec.url, store_spec.blobs or "", str(go), *f],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
-    for proc in procs:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-    go.touch()  # all writers start together, so their transactions really overlap
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        outputs += out.split()
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        go.touch()  # all writers start together, so their transactions really overlap
+        outputs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            outputs += out.split()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     store = store_spec.open()
     versions = store.list_versions("shared")
     total = WRITERS * PER_WRITER
