@@ -37,15 +37,15 @@ def preprocess_frames(frames: np.ndarray, image_size: int, mean: Sequence[float]
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ConfigError(f"expected (F, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
     if train:
         rng = rng if rng is not None else np.random.default_rng()
-        x = random_resized_crop(x, image_size, rng)
+        x = random_resized_crop(x, image_size, rng)  # crops the uint8 frames before the float copy
         if flip and rng.random() < 0.5:
             x = x.flip(-1)
     else:
-        x = center_crop(resize_shorter(x, image_size), image_size)
-    return normalize(x.clamp_(0, 1), mean, std)
+        x = center_crop(resize_shorter(x.float().div_(255), image_size), image_size)
+    return normalize_(x.clamp_(0, 1), mean, std)
 
 
 def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -91,10 +91,12 @@ def random_resized_crop(x: torch.Tensor, size: int, rng: np.random.Generator) ->
     """One random box for the whole clip, resized to ``size`` x ``size`` (bilinear, antialiased)."""
     top, left, ch, cw = crop_box(x.shape[-2], x.shape[-1], rng)
     crop = x[..., top:top + ch, left:left + cw]
+    crop = crop.float().div_(255) if not crop.is_floating_point() else crop
     return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize_(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """CLIP normalisation of a (F, 3, H, W) float tensor, in place (the torch ``_`` convention)."""
     m = torch.as_tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - m) / s
+    return x.sub_(m).div_(s)
