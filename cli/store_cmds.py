@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from vopstore.cli.app import app
-from vopstore.cli.output import print_json, print_table
+from vopstore.cli.output import fail, print_json, print_table
 from vopstore.errors import ConfigError, FileMissingError
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
@@ -134,9 +134,10 @@ def verify(ref: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> N
     else:
         for line in problems:
             typer.echo(line)
-        typer.echo("ok" if not problems else f"{len(problems)} problem(s)")
     if problems:
-        raise typer.Exit(1)
+        fail(f"{len(problems)} version(s) failed verification; pull them again from a remote or remove them")
+    if not as_json:
+        typer.echo("ok")
 
 
 @app.command()
