@@ -154,6 +154,8 @@ def test_bad_arguments(tmp_path, msrvtt):
         detect_format(tmp_path / "videos" / "all")
     with pytest.raises(FileMissingError):
         read_split("generic", tmp_path / "nope", "train")
+    with pytest.raises(ConfigError, match="split names"):
+        read_split("generic", msrvtt, "../secrets")
 
 
 def test_check_videos_drops_undecodable_files(tmp_path, synthetic_clips):

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
-from vopstore.errors import FileMissingError
+from vopstore.errors import ConfigError, FileMissingError
 from vopstore.trainer.data.sample import ErrorPolicy, Sample, SampleList
 
 COLUMNS = ("video", "caption")
+_SPLIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def find_file(root: Path, split: str) -> Path:
     """The annotation file of ``split``: ``{split}.jsonl`` first, then ``{split}.csv``."""
+    if not _SPLIT.fullmatch(split) or ".." in split:
+        raise ConfigError(f"split names are letters, digits, '.', '_' or '-' (a file stem in root), got {split!r}")
     for ext in (".jsonl", ".csv"):
         path = root / f"{split}{ext}"
         if path.is_file():
