@@ -144,3 +144,17 @@ def test_crop_box_follows_scale_and_ratio():
             assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w and ch > 0 and cw > 0
             if (h, w) == (64, 64):
                 assert 0.45 <= ch * cw / (h * w) <= 1.0 and 0.7 <= cw / ch <= 1.4
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    import av
+
+    path = tmp_path / "sound.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with pytest.raises(DataError, match=r"sound\.mp4: no video stream"):
+        load_frames(path)

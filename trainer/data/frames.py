@@ -9,8 +9,10 @@ range ``[a, b)``, so it is also the middle of the cache's candidates (below).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -97,35 +99,29 @@ def load_candidates(path: Path | str, num_frames: int, per_segment: int,
         return flat.reshape(idx.shape + flat.shape[1:])
 
 
-class open_video:
-    """Context manager yielding (container, video stream, frame count) or raising :class:`DataError`."""
+@contextmanager
+def open_video(path: Path | str) -> Iterator[tuple[object, object, int]]:
+    """Yield (container, video stream, frame count), closing the file after; :class:`DataError` if unusable."""
+    import av
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.container = None
-
-    def __enter__(self):
-        import av
-
-        if not self.path.is_file():
-            raise DataError(f"video not found: {self.path}")
-        try:
-            self.container = av.open(str(self.path))
-            stream = self.container.streams.video[0]
-        except (av.FFmpegError, IndexError, UnicodeDecodeError) as exc:
-            self.__exit__()
-            raise DataError(f"cannot decode video {self.path}: {_why(exc)}; re-encode or remove it") from None
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot decode video {path}: {_why(exc)}; re-encode or remove it") from None
+    try:
+        if not container.streams.video:
+            raise DataError(f"cannot decode video {path}: no video stream; re-encode or remove it")
+        stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: decoding dominates data loading
-        return self.container, stream, frame_count(stream, self.container)
-
-    def __exit__(self, *exc) -> None:
-        if self.container is not None:
-            self.container.close()
+        yield container, stream, frame_count(stream, container)
+    finally:
+        container.close()
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, IndexError):
-        return "no video stream"
     return getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
 
 
