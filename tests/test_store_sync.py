@@ -28,7 +28,9 @@ def test_push_is_idempotent_and_keeps_numbers(tmp_path, ckpt):
     local.add("t", ckpt(2))
     info, created = copy_version(local, remote, "t@v2")
     assert created and info.ref == "local/t@v2"
+    local.read_blob = None  # a repeated push must not even read the bytes again
     assert copy_version(local, remote, "t@v2")[1] is False
+    del local.read_blob
     assert [v.number for v in remote.list_versions("t")] == [2]
     assert remote.resolve("t@v2").digest == local.resolve("t@v2").digest
     assert remote.add("t", ckpt(3)).number == 3  # the remote keeps counting after the copied number

@@ -19,8 +19,20 @@ def copy_version(src: Registry, dst: Registry, ref: str) -> tuple[VersionInfo, b
     info = src.resolve(ref)
     parsed = parse_ref(ref, src.default_tenant)
     aliases = (parsed.alias,) if parsed.alias else ()
+    there = _find(dst, info.ref)
+    if there is not None and there.digest == info.digest:  # already copied: move no bytes
+        for alias in aliases:
+            there = dst.tag(there.ref, alias)
+        return there, False
     data = src.read_blob(info)  # verified: corrupt bytes never leave the source
-    return dst.import_version(info, data, aliases)
+    return dst.import_version(info, data, aliases)  # refuses a diverged version itself
+
+
+def _find(registry: Registry, ref: str) -> VersionInfo | None:
+    try:
+        return registry.resolve(ref)
+    except LookupError:
+        return None
 
 
 def push(src: Registry, dst: Registry, ref: str) -> VersionInfo:
