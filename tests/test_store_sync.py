@@ -13,13 +13,8 @@ from vopstore.store import copy_version, open_store, pull, push
 
 
 @pytest.fixture
-def pg_s3_spec(postgres_db, s3_bucket) -> StoreSpec:
-    from vopstore.db import make_engine, upgrade
-
-    engine = make_engine(postgres_db)
-    upgrade(engine)
-    engine.dispose()
-    return StoreSpec("postgres", postgres_db, f"s3://{s3_bucket}/vop")
+def pg_s3_spec(postgres_store_db, s3_bucket) -> StoreSpec:
+    return StoreSpec("postgres", postgres_store_db, f"s3://{s3_bucket}/vop")
 
 
 def test_push_is_idempotent_and_keeps_numbers(tmp_path, ckpt):
@@ -85,16 +80,13 @@ def test_tampered_s3_blob_is_refused(pg_s3_spec, ckpt, s3_env, s3_bucket, tmp_pa
 
 
 @pytest.mark.postgres
-def test_unreachable_s3_endpoint(postgres_db, monkeypatch, ckpt):
-    from vopstore.db import make_engine, upgrade
-
-    upgrade(make_engine(postgres_db))
+def test_unreachable_s3_endpoint(postgres_store_db, monkeypatch, ckpt):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    remote = open_store(postgres_db, blobs="s3://bucket/prefix")
+    remote = open_store(postgres_store_db, blobs="s3://bucket/prefix")
     local = open_store()
     local.add("t", ckpt(1))
     with pytest.raises(StoreUnavailableError) as err:
