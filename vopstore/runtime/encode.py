@@ -1,0 +1,111 @@
+"""Mixed-task forwards over one bank snapshot, in both towers.
+
+Rows are grouped, run, and scattered back in row order:
+
+* text: every method has the same deep text prompts, so rows of *different
+  methods* whose text prompts have the same shape and layout run in ONE text
+  forward (each row's prompts gathered from its own group's storage);
+* video: one forward per (method, config) group, each with a per-row slot index
+  (generated prompts, vop-c / vop-f+c, run their BiLSTM once per task inside it);
+* rows without a task run plain CLIP (the zero-prompt forward).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from vopstore.runtime.bank import Bank, Entry, GroupKey
+
+PLAIN = None  # the group of rows that name no task
+
+
+def group_rows(entries: Sequence[Entry | None]) -> dict[GroupKey | None, tuple[list[int], list[int]]]:
+    """{group: (row numbers, slots)} in first-seen order; rows without a task go to ``PLAIN``."""
+    groups: dict[GroupKey | None, tuple[list[int], list[int]]] = {}
+    for row, entry in enumerate(entries):
+        key = PLAIN if entry is None else entry.group
+        rows, slots = groups.setdefault(key, ([], []))
+        rows.append(row)
+        slots.append(0 if entry is None else entry.slot)
+    return groups
+
+
+def _scatter(parts: list[tuple[list[int], torch.Tensor]], batch: int) -> torch.Tensor:
+    if len(parts) == 1 and len(parts[0][0]) == batch:
+        return parts[0][1]  # one group in row order already (rows are 0..B-1 ascending)
+    first = parts[0][1]
+    out = first.new_empty((batch, *first.shape[1:]))
+    for rows, values in parts:
+        out[torch.tensor(rows, device=out.device)] = values
+    return out
+
+
+def _index(slots: list[int], device: Any) -> torch.Tensor:
+    return torch.tensor(slots, dtype=torch.long, device=device)
+
+
+# --- text --------------------------------------------------------------------------------------------------------
+
+
+def encode_text(backbone: Any, bank: Bank, texts: list[str], entries: Sequence[Entry | None]) -> torch.Tensor:
+    """(B, D) projected text embeddings, row b with the prompts of ``entries[b]`` (None: plain CLIP)."""
+    from vopstore.prompts.forward import text_forward
+
+    parts = []
+    for rows, prompts in _text_groups(bank, group_rows(entries)):
+        n = 0 if prompts is None else prompts.prompts.shape[2]
+        ids = backbone.tokenize([texts[r] for r in rows], n)
+        parts.append((rows, text_forward(backbone, ids, prompts)))
+    return _scatter(parts, len(texts))
+
+
+def _text_groups(bank: Bank, groups: dict) -> list[tuple[list[int], Any]]:
+    """Merge method groups whose text prompts share (depth, tokens, layout) into one forward each."""
+    from vopstore.prompts.forward import TextPrompts
+
+    merged: dict[Any, list[tuple[list[int], Any]]] = {}
+    for key, (rows, slots) in groups.items():
+        if key is PLAIN:
+            merged.setdefault(PLAIN, []).append((rows, None))
+            continue
+        view = bank.groups[key]
+        device = view.tensors["text"].device
+        prompts = view.method_cls.text_prompts(view.config, view.tensors, _index(slots, device))
+        shape = (tuple(prompts.prompts.shape[1:]), prompts.layout)
+        merged.setdefault(shape, []).append((rows, prompts))
+    out = []
+    for shape, members in merged.items():
+        rows = [r for member_rows, _ in members for r in member_rows]
+        if shape is PLAIN:
+            out.append((rows, None))
+        elif len(members) == 1:
+            out.append((rows, members[0][1]))
+        else:
+            stacked = torch.cat([p.prompts for _, p in members])
+            out.append((rows, TextPrompts(prompts=stacked, layout=members[0][1].layout)))
+    return out
+
+
+# --- video -------------------------------------------------------------------------------------------------------
+
+
+def encode_video(backbone: Any, bank: Bank, pixels: torch.Tensor, entries: Sequence[Entry | None],
+                 normalize: bool = False) -> torch.Tensor:
+    """(B, D) video embeddings from (B, F, 3, H, W) pixel values, video b with ``entries[b]``'s prompts."""
+    from vopstore.prompts.forward import encode_video as plain_video
+    from vopstore.prompts.forward import encode_video_bank
+
+    batch = pixels.shape[0]
+    parts = []
+    for key, (rows, slots) in group_rows(entries).items():
+        chunk = pixels if len(rows) == batch else pixels[torch.tensor(rows, device=pixels.device)]
+        if key is PLAIN:
+            parts.append((rows, plain_video(backbone, chunk, None, normalize)))
+            continue
+        view = bank.groups[key]
+        index = _index(slots, next(iter(view.tensors.values())).device)
+        parts.append((rows, encode_video_bank(backbone, chunk, view.method_cls, view.config, view.tensors,
+                                              index, normalize)))
+    return _scatter(parts, batch)

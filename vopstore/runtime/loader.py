@@ -1,0 +1,114 @@
+"""Everything a load checks before the runtime changes: resolve, compatibility, fetch, verify, parse.
+
+:func:`prepare` either returns a :class:`Prepared` prompt set already on the
+backbone's device and dtype, or raises; it never touches a bank (STYLE item 9:
+check compatibility first, then change state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vopstore.errors import BackboneMismatchError, InvalidCheckpointError, NotFoundError, StoreUnavailableError
+from vopstore.refs import parse_ref
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A verified prompt set ready to be placed in a bank."""
+
+    task: str
+    ref: str
+    info: Any
+    method_cls: Any
+    config: Any
+    tensors: dict[str, torch.Tensor]
+    nbytes: int
+
+
+class Source:
+    """Where prompt sets come from: a store (usually the local one), optionally fed by a remote.
+
+    With a remote, ``resolve`` asks the remote first and pulls what the store lacks
+    (aliases included, so the store follows a moved alias); when the remote is
+    unreachable or does not know the ref, the store alone answers, and its cache
+    serves the bytes offline.
+    """
+
+    def __init__(self, store: Any, remote: Any = None) -> None:
+        self.store, self.remote = store, remote
+
+    def resolve(self, ref: str) -> Any:
+        """The exact version ``ref`` names, present in the store afterwards."""
+        if self.remote is not None:
+            try:
+                return self._follow_remote(ref)
+            except (StoreUnavailableError, NotFoundError):
+                pass  # offline or unknown there: what the store holds is the answer
+        return self.store.resolve(ref)
+
+    def _follow_remote(self, ref: str) -> Any:
+        from vopstore.store import pull
+
+        info = self.remote.resolve(ref)
+        try:
+            local = self.store.resolve(info.ref)
+        except NotFoundError:
+            local = None
+        if local is None or local.digest != info.digest:
+            return pull(self.remote, self.store, ref)
+        alias = parse_ref(ref, self.remote.default_tenant).alias
+        if alias and alias not in local.aliases:
+            return self.store.tag(local.ref, alias)
+        return local
+
+    def fetch(self, info: Any) -> Path:
+        """A verified local file for ``info`` (content-addressed cache first)."""
+        return self.store.fetch(info)
+
+
+def task_key(info: Any) -> str:
+    return f"{info.tenant}/{info.task}"
+
+
+def check_compatible(info: Any, backbone: Any) -> Any:
+    """Refuse a version for another backbone or an unknown method, from its store record alone."""
+    from vopstore.prompts import get_method
+
+    if info.backbone_fingerprint != backbone.fingerprint:
+        raise BackboneMismatchError(
+            f"{info.ref} was trained on backbone {info.backbone_name} ({info.backbone_fingerprint[:12]}), not on "
+            f"{backbone.name} ({backbone.fingerprint[:12]}); serve it with the backbone it was trained on")
+    return get_method(info.method)
+
+
+def prepare(source: Source, backbone: Any, ref: str) -> Prepared:
+    """Resolve ``ref``, check it fits ``backbone``, fetch and verify its bytes, build its tensors.
+
+    Raises:
+        NotFoundError (task, version, alias), UnknownMethodError, BackboneMismatchError,
+        IntegrityError (corrupt blob), InvalidCheckpointError, StoreUnavailableError.
+    """
+    info = source.resolve(ref)
+    method_cls = check_compatible(info, backbone)
+    path = source.fetch(info)
+    method = _build(path, info, backbone)
+    tensors = {name: p.detach().to(backbone.device, backbone.dtype) for name, p in method.named_parameters()}
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    return Prepared(task_key(info), ref, info, method_cls, method.config, tensors, nbytes)
+
+
+def _build(path: Path, info: Any, backbone: Any) -> Any:
+    from vopstore.checkpoint import load_checkpoint
+    from vopstore.prompts.registry import from_tensors
+
+    meta, tensors = load_checkpoint(path)
+    if meta.method != info.method or meta.backbone_fingerprint != info.backbone_fingerprint:
+        raise InvalidCheckpointError(f"{info.ref}: the file says {meta.method} on {meta.backbone_fingerprint[:12]}, "
+                                     f"the store says {info.method} on {info.backbone_fingerprint[:12]}; "
+                                     "run 'vopstore verify' on the store")
+    return from_tensors(meta, tensors, backbone, source=info.ref)

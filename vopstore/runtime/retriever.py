@@ -1,0 +1,321 @@
+"""The serving object: one frozen backbone, many loaded prompt sets, mixed-task batches.
+
+Threads: requests read the current :class:`~vopstore.runtime.bank.Bank` (one
+attribute read, no lock) and use only that snapshot; ``load`` / ``unload`` /
+``refresh`` prepare everything outside the lock, then build a new bank and swap
+the reference under a short lock. The backbone is never modified.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from vopstore.errors import ConfigError, NotFoundError
+from vopstore.runtime import encode
+from vopstore.runtime.bank import Bank, BankBuilder, Entry
+from vopstore.runtime.loader import Prepared, Source, prepare
+
+
+class Snapshot:
+    """An immutable view of what was loaded at one instant; every encode on it uses exactly that."""
+
+    def __init__(self, retriever: Retriever, bank: Bank) -> None:
+        self._retriever, self.bank = retriever, bank
+        self.backbone = retriever.backbone
+
+    @property
+    def loaded(self) -> Mapping[str, Any]:
+        """task (``tenant/task``) -> the exact ``VersionInfo`` loaded."""
+        return MappingProxyType({task: e.info for task, e in self.bank.entries.items()})
+
+    def encode_text(self, texts: str | Sequence[str], task: str | None = None, *,
+                    tasks: Sequence[str | None] | None = None, normalize: bool = False) -> torch.Tensor:
+        """See :meth:`Retriever.encode_text`."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        entries = self._entries(task, tasks, len(texts))
+        with torch.inference_mode():
+            out = encode.encode_text(self.backbone, self.bank, texts, entries)
+        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+    def encode_video(self, videos: torch.Tensor | Sequence[str | os.PathLike], task: str | None = None, *,
+                     tasks: Sequence[str | None] | None = None, normalize: bool = False,
+                     num_frames: int = 12) -> torch.Tensor:
+        """See :meth:`Retriever.encode_video`."""
+        pixels = _pixels(videos, self.backbone, num_frames)
+        entries = self._entries(task, tasks, pixels.shape[0])
+        with torch.inference_mode():
+            return encode.encode_video(self.backbone, self.bank, pixels, entries, normalize)
+
+    def _entries(self, task: str | None, tasks: Sequence[str | None] | None, batch: int) -> list[Entry | None]:
+        if task is not None and tasks is not None:
+            raise ConfigError("pass either task= (one task for every row) or tasks= (one per row), not both")
+        if tasks is None:
+            tasks = [task] * batch
+        elif len(tasks) != batch:
+            raise ConfigError(f"tasks= names {len(tasks)} tasks for {batch} rows; give one task (or None) per row")
+        found = {name: self._lookup(name) for name in set(tasks)}
+        self._retriever._touch(e.task for e in found.values() if e is not None)
+        return [found[name] for name in tasks]
+
+    def _lookup(self, name: str | None) -> Entry | None:
+        if name is None:
+            return None
+        entry = self.bank.entries.get(name)
+        if entry is None:
+            entry = self.bank.entries.get(self._retriever._task_key(name))
+        if entry is None:
+            loaded = ", ".join(sorted(self.bank.entries)) or "none"
+            raise NotFoundError(f"task {name!r} is not loaded (loaded: {loaded}); call Retriever.load(ref) first")
+        return entry
+
+
+def _pixels(videos: Any, backbone: Any, num_frames: int) -> torch.Tensor:
+    if isinstance(videos, torch.Tensor):
+        if videos.dim() == 4:
+            videos = videos.unsqueeze(1)
+        if videos.dim() != 5 or videos.shape[2] != 3:
+            raise ConfigError(f"videos must be a (B, F, 3, H, W) pixel tensor or a list of video files, "
+                              f"got shape {tuple(videos.shape)}")
+        return videos
+    if isinstance(videos, (str, os.PathLike)):
+        videos = [videos]
+    from vopstore.video import load_videos
+
+    return load_videos(list(videos), backbone, num_frames)
+
+
+class Retriever:
+    """One frozen CLIP serving many VoP prompt sets; a task swap is an index change.
+
+    Args:
+        backbone: a hub name, a folder written by ``save_pretrained``, or a loaded
+            :class:`vopstore.backbone.Backbone`.
+        device: where the backbone and the prompt banks live (ignored for a Backbone object).
+        store: the registry to load from: None (the local store), a store URL or a Registry.
+        remote: optional registry to follow: a remote name from ``config.toml``, a URL or a
+            Registry. ``load`` pulls from it what ``store`` lacks; when it is unreachable the
+            store and its cache answer (offline loads).
+        dtype: the backbone's and the prompts' precision.
+        max_tasks: keep at most this many tasks loaded (least recently used evicted).
+        max_bytes: keep at most this many bytes of prompt tensors loaded (LRU as well).
+    """
+
+    def __init__(self, backbone: Any, device: str | torch.device = "cpu", *, store: Any = None, remote: Any = None,
+                 dtype: torch.dtype = torch.float32, max_tasks: int | None = None,
+                 max_bytes: int | None = None) -> None:
+        for name, value in (("max_tasks", max_tasks), ("max_bytes", max_bytes)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        self.backbone = _backbone(backbone, device, dtype)
+        self.max_tasks, self.max_bytes = max_tasks, max_bytes
+        self._store_arg, self._remote_arg, self._source = store, remote, None
+        self._lock = threading.Lock()
+        self._builder = BankBuilder()
+        self._bank = Bank(0, {}, {})
+        self._builder.live.add(self._bank)
+        self._clock = itertools.count()
+        self._last_used: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Retriever({self.backbone.name!r}, device={str(self.backbone.device)!r}, loaded={len(self._bank.entries)})"
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The current bank as an immutable :class:`Snapshot` (hold it to pin what a request sees)."""
+        return Snapshot(self, self._bank)
+
+    def encode_text(self, texts: str | Sequence[str], task: str | None = None, *,
+                    tasks: Sequence[str | None] | None = None, normalize: bool = False) -> torch.Tensor:
+        """Projected text embeddings (B, D) on the backbone's device.
+
+        Args:
+            texts: a string or a list of strings.
+            task: one loaded task (``tenant/task``) for every row; None: plain zero-shot CLIP.
+            tasks: one task (or None) per row instead; rows of different tasks and methods
+                are served in one call, each exactly as if it ran alone.
+            normalize: L2-normalise the embeddings (for cosine similarity).
+
+        Raises:
+            NotFoundError: a named task is not loaded. ConfigError: bad ``tasks`` length.
+        """
+        return self.snapshot().encode_text(texts, task, tasks=tasks, normalize=normalize)
+
+    def encode_video(self, videos: torch.Tensor | Sequence[str | os.PathLike], task: str | None = None, *,
+                     tasks: Sequence[str | None] | None = None, normalize: bool = False,
+                     num_frames: int = 12) -> torch.Tensor:
+        """Video embeddings (B, D): the mean of the L2-normalised frame embeddings (paper §3.1).
+
+        Args:
+            videos: preprocessed pixel values (B, F, 3, H, W) as transformers' CLIP takes
+                them, or a list of video files (``num_frames`` uniform frames are decoded
+                with PyAV and preprocessed like CLIP's evaluation transform).
+            task, tasks, normalize: as in :meth:`encode_text`.
+        """
+        return self.snapshot().encode_video(videos, task, tasks=tasks, normalize=normalize, num_frames=num_frames)
+
+    @property
+    def loaded(self) -> Mapping[str, Any]:
+        """task (``tenant/task``) -> the exact ``VersionInfo`` loaded (``.ref`` gives ``tenant/task@vN``)."""
+        return self.snapshot().loaded
+
+    @property
+    def loaded_bytes(self) -> int:
+        """Bytes of prompt tensors of the loaded tasks (what ``max_bytes`` bounds)."""
+        return self._bank.nbytes
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    def load(self, ref: str) -> Any:
+        """Resolve ``ref``, pull it if needed, verify it and place it on the device; return its ``VersionInfo``.
+
+        Everything is checked before anything changes: an unknown ref, a prompt set for
+        another backbone, an unknown method or a corrupt blob raises, and what was loaded
+        stays loaded. Loading another version of a loaded task replaces it atomically.
+
+        Raises:
+            NotFoundError (task/version/alias), BackboneMismatchError, UnknownMethodError,
+            IntegrityError, InvalidCheckpointError, StoreUnavailableError, ConfigError
+            (the set alone exceeds ``max_bytes``).
+        """
+        return self.load_many([ref])[0]
+
+    def load_many(self, refs: Iterable[str]) -> list[Any]:
+        """Load several refs all-or-nothing, in one bank swap; return their ``VersionInfo``s."""
+        prepared = [prepare(self.source, self.backbone, ref) for ref in refs]
+        self._commit(prepared)
+        return [p.info for p in prepared]
+
+    def unload(self, task: str) -> Any:
+        """Drop a loaded task; return the ``VersionInfo`` it had. Raises NotFoundError if not loaded."""
+        with self._lock:
+            entry = self.snapshot()._lookup(task)
+            self._bank = self._builder.build(self._bank, [], [entry.task])
+            self._last_used.pop(entry.task, None)
+        return entry.info
+
+    def refresh(self) -> dict[str, Any]:
+        """Follow moved aliases: reload every task whose ref now resolves to another version.
+
+        All changed tasks switch in one bank swap (a request sees all old or all new
+        prompts); if any of them fails its checks, nothing changes and the error is raised.
+
+        Returns:
+            task -> the newly loaded ``VersionInfo``, for the tasks that changed.
+        """
+        current = self._bank.entries
+        changed = []
+        for entry in current.values():
+            info = self.source.resolve(entry.ref)
+            if info.digest != entry.info.digest or info.number != entry.info.number:
+                changed.append(_prepare_resolved(self, entry.ref, info))
+        self._commit(changed, only_loaded=True)
+        return {p.task: p.info for p in changed}
+
+    # -- internals --------------------------------------------------------------------------------
+
+    @property
+    def source(self) -> Source:
+        """The store (and remote) prompt sets are loaded from; opened on first use."""
+        if self._source is None:
+            self._source = Source(_open(self._store_arg, remote=False), _open(self._remote_arg, remote=True))
+        return self._source
+
+    def _task_key(self, name: str) -> str:
+        from vopstore.refs import DEFAULT_TENANT, parse_task
+
+        default = self._source.store.default_tenant if self._source is not None else DEFAULT_TENANT
+        try:
+            return parse_task(name, default).task_ref
+        except ValueError:
+            return name
+
+    def _touch(self, tasks: Iterable[str]) -> None:
+        # dict assignment and next() on a count are atomic under the GIL: no lock on the request path
+        for task in tasks:
+            self._last_used[task] = next(self._clock)
+
+    def _commit(self, prepared: list[Prepared], only_loaded: bool = False) -> None:
+        if not prepared:
+            return
+        with self._lock:
+            if only_loaded:  # refresh: a task evicted or unloaded meanwhile stays out
+                prepared = [p for p in prepared if p.task in self._bank.entries]
+            evict = self._evictions(prepared)
+            self._bank = self._builder.build(self._bank, prepared, evict)
+            for task in evict:
+                self._last_used.pop(task, None)
+            self._touch(p.task for p in prepared)
+
+    def _evictions(self, prepared: list[Prepared]) -> list[str]:
+        """Least recently used tasks to drop so that ``prepared`` fits; ConfigError if it cannot."""
+        incoming = {p.task: p.nbytes for p in prepared}
+        kept = {t: e.nbytes for t, e in self._bank.entries.items() if t not in incoming}
+        if (self.max_tasks is not None and len(incoming) > self.max_tasks) or \
+                (self.max_bytes is not None and sum(incoming.values()) > self.max_bytes):
+            raise ConfigError(f"{len(incoming)} prompt set(s) of {sum(incoming.values())} bytes exceed this "
+                              f"Retriever's capacity (max_tasks={self.max_tasks}, max_bytes={self.max_bytes}); "
+                              "raise the limits")
+        order = sorted(kept, key=lambda t: self._last_used.get(t, -1))
+        evict = []
+        while order and not self._fits(len(kept) + len(incoming), sum(kept.values()) + sum(incoming.values())):
+            task = order.pop(0)
+            kept.pop(task)
+            evict.append(task)
+        return evict
+
+    def _fits(self, tasks: int, nbytes: int) -> bool:
+        return (self.max_tasks is None or tasks <= self.max_tasks) and \
+            (self.max_bytes is None or nbytes <= self.max_bytes)
+
+
+def _prepare_resolved(retriever: Retriever, ref: str, info: Any) -> Prepared:
+    """``prepare`` for a version already resolved (refresh resolves once, then loads the exact version)."""
+    return prepare(_Pinned(retriever.source, ref, info), retriever.backbone, ref)
+
+
+class _Pinned:
+    """A source that answers one ref with a version already resolved."""
+
+    def __init__(self, source: Source, ref: str, info: Any) -> None:
+        self._source, self._ref, self._info = source, ref, info
+
+    def resolve(self, ref: str) -> Any:
+        return self._info if ref == self._ref else self._source.resolve(ref)
+
+    def fetch(self, info: Any):
+        return self._source.fetch(info)
+
+
+def _backbone(backbone: Any, device: Any, dtype: torch.dtype) -> Any:
+    from vopstore.backbone import Backbone, load_backbone
+
+    if isinstance(backbone, Backbone):
+        return backbone
+    return load_backbone(backbone, device=device, dtype=dtype)
+
+
+def _open(value: Any, remote: bool) -> Any:
+    """A Registry from None / a URL or path / a remote name (remotes only) / a Registry."""
+    if value is None:
+        if remote:
+            return None
+        from vopstore.store import open_store
+
+        return open_store()
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    text = os.fspath(value)
+    if remote and "://" not in text and os.sep not in text:
+        from vopstore.store import open_remote
+
+        return open_remote(text)
+    from vopstore.store import open_store
+
+    return open_store(text)

@@ -1,0 +1,101 @@
+"""Clips to pixel values for serving: uniform frames decoded with PyAV, CLIP eval preprocessing.
+
+The trainer has a richer pipeline (random offsets, frame cache); ``vopstore`` must
+not import ``vopstore.trainer``, so serving keeps this small, evaluation-only copy:
+``num_frames`` frames, the middle one of each of ``num_frames`` equal ranges (a
+shorter clip repeats its last frame), shorter side resized to the backbone's
+``resize_size`` (bicubic, antialiased), centre crop to ``image_size``, normalised
+with the backbone's mean and std.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vopstore.errors import DataError
+
+NUM_FRAMES = 12
+
+
+def uniform_indices(total: int, num_frames: int) -> list[int]:
+    """The middle frame of each of ``num_frames`` equal index ranges, padded with the last index."""
+    edges = np.linspace(0, total, min(num_frames, total) + 1).astype(np.int64)
+    idx = [int(a + (b - a) // 2) for a, b in zip(edges[:-1], edges[1:])]
+    return idx + [idx[-1]] * (num_frames - len(idx))
+
+
+def decode_frames(path: str | os.PathLike, num_frames: int = NUM_FRAMES) -> np.ndarray:
+    """(F, H, W, 3) uint8 RGB frames of the clip at ``path``.
+
+    Raises:
+        DataError: missing file, no video stream, or no decodable frame.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"video not found: {path}; pass existing video files or a (B, F, 3, H, W) tensor")
+    try:
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in _decode(container, num_frames)]
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        raise DataError(f"cannot decode video {path} ({type(exc).__name__}: {exc}); re-encode it") from None
+    if not frames:
+        raise DataError(f"cannot decode video {path}: no frame could be decoded; re-encode it")
+    return np.stack(frames)
+
+
+def _decode(container: Any, num_frames: int) -> list:
+    """Decode once from the start, stopping after the last wanted frame when the count is known."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    total = int(stream.frames or 0)
+    if total == 0:  # no frame count in the header: decode everything, then pick
+        every = list(container.decode(stream))
+        return [every[i] for i in uniform_indices(len(every), num_frames)] if every else []
+    wanted = uniform_indices(total, num_frames)
+    kept, last = {}, None
+    for i, frame in enumerate(container.decode(stream)):
+        last = frame
+        if i in wanted:
+            kept[i] = frame
+        if i >= wanted[-1]:
+            break
+    return [kept.get(i, last) for i in wanted] if last is not None else []  # an over-counting header pads
+
+
+def preprocess(frames: np.ndarray, backbone: Any) -> torch.Tensor:
+    """(F, H, W, 3) uint8 -> (F, 3, S, S) float: resize shorter side, centre crop, normalise."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+    x = _resize_shorter(x, backbone.resize_size)
+    x = _center_crop(x, backbone.image_size).clamp_(0, 1)
+    mean = torch.tensor(backbone.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.image_std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if min(h, w) == size:
+        return x
+    new = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    return F.interpolate(x, size=new, mode="bicubic", antialias=True, align_corners=False)
+
+
+def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if h < size or w < size:
+        raise DataError(f"frames of {h}x{w} cannot be centre-cropped to {size}x{size}")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[..., top : top + size, left : left + size]
+
+
+def load_videos(paths: Sequence[str | os.PathLike], backbone: Any, num_frames: int = NUM_FRAMES) -> torch.Tensor:
+    """(B, F, 3, S, S) pixel values for the clips at ``paths``, ready for ``encode_video``."""
+    return torch.stack([preprocess(decode_frames(p, num_frames), backbone) for p in paths])
