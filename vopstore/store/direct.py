@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, exc as sa_exc, func, select, update
+from sqlalchemy import delete, exc as sa_exc, exists, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from vopstore.blobs.base import blob_key, read_verified
@@ -71,7 +71,7 @@ class DirectRegistry:
         for attempt in range(RETRIES):
             try:
                 return attempt_fn()
-            except sa_exc.IntegrityError:
+            except (sa_exc.IntegrityError, _BlobRowGone):
                 if attempt == RETRIES - 1:
                     raise StoreUnavailableError(f"{self.url}: gave up after {RETRIES} write conflicts; retry") from None
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
@@ -198,7 +198,9 @@ class DirectRegistry:
         task_row = sql.get_or_create(session, Task, {"last_number": 0}, tenant_id=tenant_row.id, name=task)
         # Row lock on the task (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers).
         session.execute(select(Task.id).where(Task.id == task_row.id).with_for_update())
-        blob = session.scalars(select(Blob).where(Blob.tenant_id == tenant_row.id, Blob.digest == digest)).one()
+        blob = session.scalars(select(Blob).where(Blob.tenant_id == tenant_row.id, Blob.digest == digest)).first()
+        if blob is None:  # a concurrent gc collected it between staging and now: stage again
+            raise _BlobRowGone()
         existing = self._existing(session, task_row.id, blob.id, number, f"{tenant}/{task}", digest)
         if existing is not None:
             self._set_aliases(session, task_row.id, existing, aliases)
@@ -324,11 +326,14 @@ class DirectRegistry:
             rows = session.execute(select(Blob.id, Tenant.name, Blob.digest, Blob.created_at)
                                    .join(Tenant, Blob.tenant_id == Tenant.id).where(*self._tenant_filter())).all()
             used = set(session.scalars(select(Version.blob_id).distinct()))
-            dead = [r for r in rows if r.id not in used and sql.as_utc(r.created_at) < cutoff]
+            dead = {r.id for r in rows if r.id not in used and sql.as_utc(r.created_at) < cutoff}
             if not dry_run and dead:
-                session.execute(delete(Blob).where(Blob.id.in_([r.id for r in dead])))
+                # Re-check in the DELETE itself: a concurrent add may have reused or refreshed a row since.
+                dead = set(session.scalars(delete(Blob).where(
+                    Blob.id.in_(dead), Blob.created_at < cutoff,
+                    ~exists().where(Version.blob_id == Blob.id)).returning(Blob.id)))
         known = {blob_key(r.name, r.digest) for r in rows}
-        doomed = {blob_key(r.name, r.digest) for r in dead} | {k for k in listed if k not in known}
+        doomed = {blob_key(r.name, r.digest) for r in rows if r.id in dead} | {k for k in listed if k not in known}
         if not dry_run:
             for key in doomed:
                 self.blobs.delete(key)
@@ -376,6 +381,10 @@ class DirectRegistry:
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
+
+
+class _BlobRowGone(Exception):
+    """Internal: the staged blob row vanished before its version was written; the write is retried."""
 
 
 def _hash(token: str) -> str:
