@@ -40,6 +40,15 @@ def pixels(batch: int, frames: int = 4, seed: int = 0, size: int = 32) -> torch.
     return torch.randn(batch, frames, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 spinning threads are ~100x slower for tiny ops."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def store():
     registry = open_store()  # the real local store in this test's VOPSTORE_HOME

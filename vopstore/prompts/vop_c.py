@@ -10,6 +10,7 @@ all layers. The CLS tokens themselves are not modified.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -40,9 +41,13 @@ class VopCConfig(MethodConfig):
         _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
 
 
-@functools.lru_cache(maxsize=8)
-def _lstm_template(width: int, hidden: int) -> nn.LSTM:
-    """A weightless BiLSTM whose forward runs with any set's tensors via functional_call."""
+@functools.lru_cache(maxsize=64)
+def _lstm_template(width: int, hidden: int, thread: int = 0) -> nn.LSTM:
+    """A weightless BiLSTM whose forward runs with any set's tensors via functional_call.
+
+    functional_call swaps tensors into the module for the duration of the call, so
+    concurrent callers (serving threads) need their own template: ``thread`` keys it.
+    """
     return nn.LSTM(width, hidden, num_layers=1, bidirectional=True, batch_first=True, device="meta")
 
 
@@ -57,7 +62,7 @@ def generate(tensors: dict, set_index: torch.Tensor, cls_tokens: torch.Tensor, n
         rows = torch.arange(batch, device=cls_tokens.device) if len(sets) == 1 else (set_index == s).nonzero()[:, 0]
         lstm = {k.removeprefix("cmm."): v[s] for k, v in tensors.items() if k.startswith("cmm.")}
         x = cls_tokens[rows].to(weight.dtype)
-        y = functional_call(_lstm_template(width, hidden), lstm, (x,))[0]
+        y = functional_call(_lstm_template(width, hidden, threading.get_ident()), lstm, (x,))[0]
         y = torch.nn.functional.linear(y, weight[s], tensors["fc.bias"][s]).view(len(rows), frames, n_tokens, width)
         if len(sets) == 1:
             return y
