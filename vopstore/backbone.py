@@ -244,8 +244,9 @@ def _hash_tensors(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _cache_dir() -> Path:
-    home = Path(os.environ.get("VOPSTORE_HOME") or Path.home() / ".vopstore")
-    return home / "cache" / "fingerprints"
+    from vopstore.home import cache_dir
+
+    return cache_dir() / "fingerprints"
 
 
 def _write_cache(path: Path, record: dict) -> None:

@@ -77,7 +77,7 @@ def save_prompt_set(method: PromptMethod, path: str | os.PathLike, backbone: Any
 
 
 def load_prompt_set(path: str | os.PathLike, backbone: Any, device: Any = None) -> PromptMethod:
-    """Load a prompt set onto ``backbone``; refuse one trained on another backbone.
+    """Load a prompt set onto ``backbone`` (its dtype; ``device`` or its device); refuse another backbone.
 
     Raises:
         BackboneMismatchError: the file's backbone fingerprint differs from ``backbone.fingerprint``.
@@ -102,8 +102,7 @@ def from_tensors(meta: PromptSetMeta, tensors: dict, backbone: Any, device: Any 
         raise InvalidCheckpointError(f"{source}: tensors {found} do not match {meta.method} with its config "
                                      f"(expected {expected})")
     method.load_state_dict(tensors, strict=True)
-    dtype = backbone.dtype if device is None else next(iter(tensors.values())).dtype
-    return method.to(device=device or backbone.device, dtype=dtype)
+    return method.to(device=device or backbone.device, dtype=backbone.dtype)
 
 
 def stack_prompt_sets(methods: list[PromptMethod]) -> dict[str, torch.Tensor]:
