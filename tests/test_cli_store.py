@@ -107,3 +107,12 @@ def test_ls_does_not_import_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("NO-TORCH 0")
+
+
+@pytest.mark.postgres
+def test_db_upgrade_postgres_then_store_opens(run, postgres_db, tmp_path):
+    from vopstore.store import open_store
+
+    code, out, _ = run("db", "upgrade", "--url", postgres_db)
+    assert code == 0 and "revision 0001" in out
+    assert open_store(postgres_db, blobs=tmp_path.as_uri()).list_tasks() == []

@@ -9,33 +9,32 @@ which :meth:`DirectRegistry.gc` collects; never a visible version without bytes.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import os
 import random
-import secrets
 import time
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, exc as sa_exc, exists, func, select, update
+from sqlalchemy import delete, exc as sa_exc, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from vopstore.blobs.base import blob_key, read_verified
 from vopstore.checkpoint import PromptSetMeta, canonical_json, inspect_checkpoint, parse_checkpoint_bytes, sha256_bytes
 from vopstore.db.engine import translate_errors
-from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Token, Version, utcnow
-from vopstore.errors import (BlobNotFoundError, ConfigError, ConflictError, IntegrityError, InvalidCheckpointError,
+from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utcnow
+from vopstore.errors import (ConfigError, ConflictError, IntegrityError, InvalidCheckpointError,
                              PermissionDeniedError, StoreUnavailableError)
 from vopstore.refs import DEFAULT_TENANT, Ref, parse_ref, parse_task, validate_alias, validate_name
 from vopstore.store import sql
 from vopstore.store.cache import BlobCache
 from vopstore.store.info import TaskInfo, VersionInfo
+from vopstore.store.maintenance import MaintenanceMixin
+from vopstore.store.tenants import TenantsMixin
 
 RETRIES = 20  # concurrent writers to one new task/tenant collide on unique keys; each retry finds the winner's row
 
 
-class DirectRegistry:
+class DirectRegistry(MaintenanceMixin, TenantsMixin):
     """A :class:`~vopstore.store.registry.Registry` over an SQLAlchemy engine and a blob backend.
 
     Args:
@@ -289,95 +288,6 @@ class DirectRegistry:
             session.execute(delete(Version).where(Version.id == vid))
         return info
 
-    # -- maintenance ------------------------------------------------------------------------------
-
-    def verify(self, ref: str | None = None) -> list[str]:
-        """Re-hash the blobs of ``ref`` (or of every version in reach); return one line per problem."""
-        if ref is not None:
-            infos = [self.resolve(ref)]
-        else:
-            with self._session() as session:
-                infos = sql.load_infos(session, *[Version.task_id.in_(
-                    select(Task.id).join(Tenant, Task.tenant_id == Tenant.id).where(*self._tenant_filter()))])
-        return [problem for info in infos if (problem := self._check(info))]
-
-    def _check(self, info: VersionInfo) -> str | None:
-        try:
-            data = self.read_blob(info)
-            parse_checkpoint_bytes(data, info.ref)
-        except BlobNotFoundError:
-            return f"{info.ref}: blob {info.digest[:12]}... is missing from {self.blobs.url}"
-        except (IntegrityError, InvalidCheckpointError) as exc:
-            return f"{info.ref}: {exc}"
-        if len(data) != info.size:
-            return f"{info.ref}: blob has {len(data)} bytes, the database says {info.size}"
-        return None
-
-    def gc(self, grace_s: float = 3600.0, dry_run: bool = False) -> int:
-        """Delete blobs no version references; return how many were (or, dry run, would be) removed.
-
-        Blobs touched within ``grace_s`` seconds are kept: an add may be between
-        its upload and its version row.
-        """
-        prefix = f"{self.tenant}/" if self.tenant else ""
-        listed = set(self.blobs.list(prefix))  # list before reading rows: a newer upload has its row already
-        cutoff = utcnow() - timedelta(seconds=grace_s)
-        with self._session(write=True) as session:
-            rows = session.execute(select(Blob.id, Tenant.name, Blob.digest, Blob.created_at)
-                                   .join(Tenant, Blob.tenant_id == Tenant.id).where(*self._tenant_filter())).all()
-            used = set(session.scalars(select(Version.blob_id).distinct()))
-            dead = {r.id for r in rows if r.id not in used and sql.as_utc(r.created_at) < cutoff}
-            if not dry_run and dead:
-                # Re-check in the DELETE itself: a concurrent add may have reused or refreshed a row since.
-                dead = set(session.scalars(delete(Blob).where(
-                    Blob.id.in_(dead), Blob.created_at < cutoff,
-                    ~exists().where(Version.blob_id == Blob.id)).returning(Blob.id)))
-        known = {blob_key(r.name, r.digest) for r in rows}
-        doomed = {blob_key(r.name, r.digest) for r in rows if r.id in dead} | {k for k in listed if k not in known}
-        if not dry_run:
-            for key in doomed:
-                self.blobs.delete(key)
-        return len(doomed)
-
-    # -- tenants and tokens -----------------------------------------------------------------------
-
-    def create_tenant(self, name: str) -> str:
-        """Create tenant ``name`` (idempotent); only an unscoped store may."""
-        self._require_admin("create tenants")
-        validate_name(name, "tenant")
-        self._retrying(lambda: self._in_write(lambda s: sql.get_or_create(s, Tenant, name=name)))
-        return name
-
-    def create_token(self, tenant: str, name: str = "default") -> str:
-        """Create an API token for ``tenant`` and return it; only its sha256 is stored."""
-        self._require_admin("create tokens")
-        self.create_tenant(tenant)
-        token = "vop_" + secrets.token_urlsafe(32)
-
-        def write(session):
-            tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == tenant))
-            session.add(Token(tenant_id=tenant_id, name=validate_name(name, "token name"), token_hash=_hash(token)))
-
-        self._in_write(write)
-        return token
-
-    def tenant_for_token(self, token: str) -> str:
-        """The tenant a token belongs to; PermissionDeniedError for an unknown or revoked token."""
-        with self._session() as session:
-            tenant = session.scalar(select(Tenant.name).join(Token, Token.tenant_id == Tenant.id)
-                                    .where(Token.token_hash == _hash(token), Token.revoked_at.is_(None)))
-        if tenant is None:
-            raise PermissionDeniedError("invalid or revoked token; ask an administrator for a new one")
-        return tenant
-
-    def _in_write(self, fn):
-        with self._session(write=True) as session:
-            return fn(session)
-
-    def _require_admin(self, what: str) -> None:
-        if self.tenant is not None:
-            raise PermissionDeniedError(f"a store opened as tenant {self.tenant!r} cannot {what}")
-
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
@@ -385,10 +295,6 @@ class DirectRegistry:
 
 class _BlobRowGone(Exception):
     """Internal: the staged blob row vanished before its version was written; the write is retried."""
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _json_object(value: dict | None, what: str) -> dict | None:

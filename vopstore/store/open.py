@@ -40,7 +40,7 @@ def open_store(url: str | None = None, tenant: str | None = None, *, blobs: str 
         raise ConfigError(f"{url}: HTTP registries are not supported by this vopstore yet; use a file:// or database URL")
     if url.startswith(_DB_SCHEMES):
         if not blobs:
-            raise ConfigError(f"a database URL needs a blob store too: open_store(url, blobs='s3://bucket/prefix')")
+            raise ConfigError("a database URL needs a blob store too: open_store(url, blobs='s3://bucket/prefix')")
         return _open_db(url, blobs, tenant, token, auto_upgrade=url.startswith("sqlite"))
     if "://" in url and not url.startswith("file://"):
         raise ConfigError(f"unsupported store URL {url!r}: use file:///dir, sqlite:///file or postgresql+psycopg://...")
