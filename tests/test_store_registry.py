@@ -52,6 +52,17 @@ def test_aliases_move_and_untag(registry, ckpt):
         registry.tag("t@v1", "latest")
 
 
+def test_alias_compare_and_swap(registry, ckpt):
+    v1, v2 = registry.add("t", ckpt(1)), registry.add("t", ckpt(2))
+    registry.tag("t@v1", "prod")
+    with pytest.raises(ConflictError, match="someone moved it"):
+        registry.tag("t@v2", "prod", expected_digest=v2.digest)
+    assert registry.resolve("t@prod").number == 1
+    assert registry.tag("t@v2", "prod", expected_digest=v1.digest).number == 2
+    with pytest.raises(ConflictError):
+        registry.tag("t@v1", "canary", expected_digest=v1.digest)  # no alias yet: nothing to compare
+
+
 def test_remove_refuses_aliased_and_never_reuses_numbers(registry, ckpt):
     registry.add("t", ckpt(1))
     registry.add("t", ckpt(2))

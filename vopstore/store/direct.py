@@ -255,14 +255,31 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         except LookupError:
             return str(ref)
 
-    def tag(self, ref: str, alias: str) -> VersionInfo:
-        """Point ``alias`` of the ref's task at the version ``ref`` names (creating or moving it)."""
+    def tag(self, ref: str, alias: str, *, expected_digest: str | None = None) -> VersionInfo:
+        """Point ``alias`` of the ref's task at the version ``ref`` names (creating or moving it).
+
+        With ``expected_digest`` the move is a compare-and-swap: it happens only if the
+        alias still points at that digest (ConflictError otherwise), so two promoters
+        racing on one alias cannot silently overwrite each other.
+        """
         parsed, alias = self._ref(ref), validate_alias(alias)
         with self._session(write=True) as session:
             vid = sql.version_id(session, parsed, self.url)
             tid = sql.require_task_id(session, parsed, self.url)
+            if expected_digest is not None:
+                self._compare_alias(session, tid, alias, expected_digest, parsed.task_ref)
             self._set_aliases(session, tid, vid, (alias,))
             return sql.load_infos(session, Version.id == vid)[0]
+
+    @staticmethod
+    def _compare_alias(session, task_id: int, alias: str, expected: str, task_ref: str) -> None:
+        current = session.scalar(select(Blob.digest).join(Version, Version.blob_id == Blob.id)
+                                 .join(Alias, Alias.version_id == Version.id)
+                                 .where(Alias.task_id == task_id, Alias.name == alias).with_for_update())
+        if current != expected:
+            now = f"{current[:12]}..." if current else "nothing"
+            raise ConflictError(f"{task_ref}@{alias} points at {now}, not the expected {expected[:12]}...; "
+                                "someone moved it: resolve it again and retry")
 
     def untag(self, task: str, alias: str) -> None:
         """Remove ``alias`` from ``task``; AliasNotFoundError if it has none of that name."""
