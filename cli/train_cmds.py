@@ -5,6 +5,7 @@ torch and transformers are imported inside the commands, never at import time.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -63,8 +64,8 @@ def train(
     cfg = build_config(preset, overrides, sets)
     result = train_task(task, data, cfg, run_dir=run_dir, store=_open(store), message=message,
                         progress=not as_json and sys.stderr.isatty(), log=_say(as_json))
-    if result is None or result.ref is None:
-        return  # a non-zero rank under torchrun: rank 0 reports
+    if int(os.environ.get("RANK", "0")) != 0 or result.ref is None:
+        return  # under torchrun every rank gets the result; rank 0 reports it
     if as_json:
         print_json(result.to_dict())
         return

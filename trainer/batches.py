@@ -17,6 +17,10 @@ def make_dataset(samples, cfg, backbone, train: bool, cache_dir: Path | None = N
     """A ``VideoTextDataset`` with the backbone's preprocessing and the config's frames."""
     from vopstore.trainer.data import VideoTextDataset
 
+    if cache_dir is None and cfg.frame_cache:
+        from vopstore.home import cache_dir as home_cache
+
+        cache_dir = home_cache() / "frames"
     return VideoTextDataset(list(samples), num_frames=cfg.num_frames, image_size=backbone.image_size,
                             mean=backbone.image_mean, std=backbone.image_std, train=train,
                             cache_dir=cache_dir, on_error=cfg.on_error, flip=cfg.hflip, seed=cfg.seed)

@@ -55,6 +55,7 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     on_error: str = "skip"
+    frame_cache: bool = False  # keep decoded frames under VOPSTORE_HOME/cache/frames (later epochs skip decoding)
     hflip: bool = True  # training flip; turn off when captions say left/right (the synthetic task)
 
     def __post_init__(self) -> None:

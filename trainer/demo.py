@@ -54,7 +54,7 @@ class DemoConfig:
         return TrainConfig(method=method, backbone=backbone, data_format="generic", epochs=self.epochs,
                            batch_size=self.batch_size, eval_batch_size=64, num_frames=self.num_frames,
                            image_size=self.pretrain.image_size, lr=self.lr, seed=self.seed, hflip=False,
-                           checkpoint_every=1000, log_every=5)
+                           checkpoint_every=1000, log_every=5, frame_cache=True)
 
     def task_digest(self) -> str:
         keys = ("n_train", "n_test", "video_frames", "seed")

@@ -148,6 +148,7 @@ def ensure_demo_backbone(home: Path, cfg: PretrainConfig = PretrainConfig(),
     (tmp / MARKER).write_text(json.dumps(stats, indent=2, sort_keys=True))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    log(f"demo backbone: saved to {final}")
     return final
 
 
@@ -176,6 +177,6 @@ def _build(folder: Path, cfg: PretrainConfig, log: Callable[[str], None]) -> dic
     losses = pretrain_clip(model, tokenize, images, captions, cfg, CLIP_MEAN, CLIP_STD, on_step)
     model.save_pretrained(str(folder))
     seconds = time.perf_counter() - start
-    log(f"demo backbone: pretrained in {seconds:.0f} s, saved to {folder}")
+    log(f"demo backbone: pretrained in {seconds:.0f} s (loss {losses[0]:.2f} -> {losses[-1]:.2f})")
     return {"config": dataclasses.asdict(cfg), "seconds": round(seconds, 1),
             "first_loss": losses[0], "last_loss": losses[-1]}
