@@ -45,11 +45,11 @@ def _read_json_file(path: Optional[Path], what: str) -> Optional[dict]:
 def _version_rows(infos):
     for v in infos:
         metrics = " ".join(f"{k}={v.metrics[k]}" for k in sorted(v.metrics or {})[:4])
-        created = v.created_at.strftime("%Y-%m-%d %H:%M") if v.created_at else ""
-        yield (v.ref, v.digest[:12], v.method, v.params, v.size, created, ",".join(v.aliases), metrics)
+        created = v.created_at.strftime("%Y-%m-%d") if v.created_at else ""
+        yield (v.ref, v.digest[:10], v.method, v.params, created, ",".join(v.aliases), metrics)
 
 
-_VERSION_COLUMNS = ("ref", "digest", "method", "params", "bytes", "created", "aliases", "metrics")
+_VERSION_COLUMNS = ("ref", "digest", "method", "params", "created", "aliases", "metrics")
 
 
 @app.command()
