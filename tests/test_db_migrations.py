@@ -51,3 +51,18 @@ def test_migrations_ship_inside_the_package():
     folder = migrations_dir()
     assert (folder / "env.py").is_file() and (folder / "script.py.mako").is_file()
     assert any(p.name.startswith(HEAD) for p in (folder / "versions").glob("*.py"))
+
+
+def test_database_from_a_newer_vopstore_is_refused_in_one_line(tmp_path):
+    from sqlalchemy import text
+
+    from vopstore.errors import StoreUnavailableError
+    from vopstore.store import open_store
+
+    open_store(tmp_path.as_uri()).close()
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StoreUnavailableError, match="newer vopstore") as err:
+        open_store(tmp_path.as_uri())
+    assert "\n" not in str(err.value)

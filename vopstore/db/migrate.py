@@ -67,8 +67,15 @@ def upgrade(engine, revision: str = "head") -> None:
 
     # IMMEDIATE on SQLite: processes opening a new store together queue for the lock, and each
     # later one finds the schema already at head, instead of failing to upgrade a read lock.
-    with engine.execution_options(immediate=True).begin() as conn:
-        command.upgrade(alembic_config(conn), revision)
+    from alembic.util import CommandError
+
+    try:
+        with engine.execution_options(immediate=True).begin() as conn:
+            command.upgrade(alembic_config(conn), revision)
+    except CommandError as exc:  # e.g. a revision this vopstore does not know: the database is newer
+        raise StoreUnavailableError(
+            f"cannot upgrade the database schema ({exc}); it may have been written by a newer vopstore: upgrade vopstore"
+        ) from None
 
 
 def check(engine) -> None:
