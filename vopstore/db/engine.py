@@ -30,6 +30,11 @@ def make_engine(url: str):
             return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     except (ArgumentError, NoSuchModuleError) as exc:
         raise StoreUnavailableError(f"cannot use database URL {redact(url)}: {exc}") from None
+    except ImportError as exc:  # the driver is an optional extra
+        raise StoreUnavailableError(
+            f"{redact(url)} needs the {exc.name or 'database'} driver, which is not installed; use "
+            "postgresql+psycopg://... with: pip install 'vopstore[postgres]'"
+        ) from None
     raise StoreUnavailableError(
         f"unsupported database URL {redact(url)}; use sqlite:///path or postgresql+psycopg://user@host/db"
     )
