@@ -48,25 +48,28 @@ def _register() -> None:
                 raise
 
 
+# typer >= 0.20 vendors click; BadParameter's bases give its ClickException either way.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry: user errors become one line on stderr and exit code 1."""
+    """Console-script entry: user errors become one line on stderr and exit code 1.
+
+    Returns the command's exit code (``typer.Exit(n)`` gives n), so tests can call it in-process.
+    """
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except VopstoreError as exc:
         fail(str(exc), exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         fail("aborted", 130)
     except typer.Exit as exc:
         return exc.exit_code
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-    return 0
+    except _ClickException as exc:  # usage errors: click's own message and exit code
+        exc.show()
+        return exc.exit_code
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
