@@ -249,8 +249,11 @@ def _maybe_resume(run: Run) -> None:
 # --- train -------------------------------------------------------------------------------------------------------
 
 
-def train(run: Run, progress: bool = True, stop_after: int | None = None) -> dict:
+def train(run: Run, progress: bool = True, stop_after: int | None = None,
+          on_log: Callable[[str], None] | None = None) -> dict:
     """Train from ``run.step`` to ``run.total_steps`` (or for ``stop_after`` more steps).
+
+    ``on_log`` gets a one-line summary every ``log_every`` steps (for logs that are not a terminal).
 
     Returns:
         ``{"steps", "final_loss", "seconds", "clips_per_s"}`` of this call.
@@ -268,6 +271,8 @@ def train(run: Run, progress: bool = True, stop_after: int | None = None) -> dic
             bar.update(run.step, loss, lr, rate)
             if run.step % cfg.log_every == 0 or run.step == end:
                 _log(run, {"step": run.step, "loss": loss, "lr": lr, "clips_per_s": rate})
+                if on_log and run.dist.is_main:
+                    on_log(f"  step {run.step}/{run.total_steps}  loss {loss:.4f}  lr {lr:.2e}  {rate:.1f} clips/s")
             if run.step % cfg.checkpoint_every == 0 or run.step == run.total_steps:
                 save_state(run)
     seconds = time.perf_counter() - start

@@ -73,7 +73,7 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
         run = recipe.setup(cfg, train_samples, run_dir, backbone=backbone, dist=dist)
         if run.step:
             log(f"resuming at step {run.step}/{run.total_steps}")
-        summary = recipe.train(run, progress=progress)
+        summary = recipe.train(run, progress=progress, on_log=None if progress else log)
         barrier(dist)
         result = None
         if dist.is_main:
