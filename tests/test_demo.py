@@ -40,3 +40,17 @@ def test_quick_demo_compares_three_models_registers_two_and_caches_the_backbone(
     # seeded end to end: the same prompts, so the store hands back the same versions
     assert {k: again[k]["ref"] for k in ("vop", "vop-f")} == {k: out[k]["ref"] for k in ("vop", "vop-f")}
     assert again["vop-f"]["t2v"] == out["vop-f"]["t2v"] and len(store.list_versions("demo")) == 2
+
+
+def _fake(zs, vop, vopf):
+    return {k: {"t2v": {"R@1": v}} for k, v in (("zero-shot", zs), ("vop", vop), ("vop-f", vopf))}
+
+
+def test_verdict_states_the_ordering_honestly():
+    from vopstore.trainer.demo import verdict
+
+    assert "as in the paper" in verdict(_fake(10.0, 20.0, 30.0))[1]
+    lines = verdict(_fake(18.8, 17.2, 25.0))
+    assert "NOT" in lines[1] and any("VoP did not beat zero-shot" in x for x in lines)
+    assert not any("VoP^F did not" in x for x in lines)
+    assert any("VoP^F did not beat VoP" in x for x in verdict(_fake(10.0, 20.0, 20.0)))

@@ -37,9 +37,9 @@ class DemoConfig:
     n_test: int = 64
     video_frames: int = 16
     num_frames: int = 8
-    epochs: int = 8
+    epochs: int = 16  # 8 left VoP at the zero-shot level in our runs; 16 still fits the 5-minute budget
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 3e-3  # from the spec's grid; 1e-2 diverged on this backbone in our runs
     seed: int = 24
 
     @classmethod
@@ -118,8 +118,12 @@ def verdict(results: dict) -> list[str]:
     lines = [f"t2v R@1: zero-shot {r1['zero-shot']:.1f}, VoP {r1['vop']:.1f}, VoP^F {r1['vop-f']:.1f}"]
     if r1["zero-shot"] < r1["vop"] < r1["vop-f"]:
         lines.append("ordering as in the paper: zero-shot < VoP < VoP^F (temporal layers help on this task)")
-    else:
-        lines.append("ordering NOT as in the paper on this run (expected zero-shot < VoP < VoP^F)")
+        return lines
+    lines.append("ordering NOT as in the paper on this run (expected zero-shot < VoP < VoP^F):")
+    if r1["vop"] <= r1["zero-shot"]:
+        lines.append("  VoP did not beat zero-shot")
+    if r1["vop-f"] <= r1["vop"]:
+        lines.append("  VoP^F did not beat VoP (its inter-frame layers did not pay off here)")
     return lines
 
 
