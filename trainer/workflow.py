@@ -66,6 +66,7 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
 
     validate_name(task, "task")  # fail before hours of training, not after
     dist = init_distributed()
+    log = log if dist.is_main else (lambda text: None)
     try:
         train_samples, test_samples = read_splits(cfg, data)
         run_dir = Path(run_dir) if run_dir else default_run_dir(task, cfg, data)
