@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 
 from vopstore.errors import StoreUnavailableError
@@ -21,7 +23,9 @@ def alembic_config(connection):
     """An Alembic Config that runs on an open SQLAlchemy ``connection``."""
     from alembic.config import Config
 
-    cfg = Config()
+    # Alembic's default stdout is whatever sys.stdout was when alembic was first
+    # imported (possibly closed since); the library should not print anyway.
+    cfg = Config(stdout=io.StringIO())
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["connection"] = connection
     return cfg

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every benchmark in turn; each prints medians and ratios against its own baseline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+for bench in store methods data train runtime; do
+  echo "=== bench_$bench ==="
+  .venv/bin/python "bench/bench_$bench.py" "$@"
+done
