@@ -112,7 +112,12 @@ def test_pip_install_editable_imports_the_mapped_packages(source, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     # Built by the test venv's pip and setuptools (the fresh venv has neither), installed into the fresh venv.
-    _pip("install", "--no-deps", "--no-build-isolation", "--prefix", str(venv), "-e", str(source), cwd=tmp_path)
+    # --ignore-installed: without it pip uninstalls the RUNNING venv's vopstore before installing into --prefix.
+    _pip("install", "--no-deps", "--no-build-isolation", "--ignore-installed", "--prefix", str(venv), "-e", str(source),
+         cwd=tmp_path)
+    still_there = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; m.distribution('vopstore')"],
+                                 capture_output=True, timeout=60)
+    assert still_there.returncode == 0, "installing into the fresh venv removed the running venv's vopstore"
     # Dependencies (typer, rich, ...) come from the test venv, after the fresh venv's own site-packages.
     deps = sysconfig.get_paths()["purelib"]
     where = _child(python, cwd=tmp_path, pythonpath=[deps])
