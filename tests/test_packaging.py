@@ -35,9 +35,14 @@ def _pip(*args: str, cwd: Path) -> None:
                    cwd=cwd, check=True, timeout=300)
 
 
-def _child(python: str, *, cwd: Path, pythonpath: list[str]) -> str:
-    """Import the mapped packages in a fresh interpreter; return where vopstore.trainer / cli came from."""
-    code = f"{IMPORTS}; print(vopstore.trainer.__file__); print(vopstore.cli.app.__file__)"
+def _child(python: str, *, cwd: Path, pythonpath: list[str], append: tuple[str, ...] = ()) -> str:
+    """Import the mapped packages in a fresh interpreter; return where vopstore.trainer / cli came from.
+
+    ``append`` goes to the END of sys.path at run time: the test venv's site-packages holds an
+    editable finder module of the same name as the fresh venv's, which must not shadow it.
+    """
+    code = (f"import sys; sys.path.extend({list(append)!r}); {IMPORTS}; "
+            "print(vopstore.trainer.__file__); print(vopstore.cli.app.__file__)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
     env.pop("PYTHONSAFEPATH", None)
     done = subprocess.run([python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -120,7 +125,7 @@ def test_pip_install_editable_imports_the_mapped_packages(source, tmp_path):
     assert still_there.returncode == 0, "installing into the fresh venv removed the running venv's vopstore"
     # Dependencies (typer, rich, ...) come from the test venv, after the fresh venv's own site-packages.
     deps = sysconfig.get_paths()["purelib"]
-    where = _child(python, cwd=tmp_path, pythonpath=[deps])
+    where = _child(python, cwd=tmp_path, pythonpath=[], append=(deps,))
     assert where.splitlines() == [str(source / "trainer/__init__.py"), str(source / "cli/app.py")]
 
 

@@ -35,13 +35,16 @@ class TrainResult:
 
 def read_splits(cfg: TrainConfig, data: str | Path, train: bool = True):
     """(train samples or None, test samples) of the dataset at ``data``."""
-    from vopstore.trainer.data import read_split
+    from vopstore.trainer.data import check_videos, read_split
 
     root = Path(data)
     if not root.is_dir():
         raise FileMissingError(f"dataset folder not found: {root}; pass --data with a dataset root")
     train_samples = read_split(cfg.data_format, root, cfg.train_split, cfg.on_error) if train else None
-    return train_samples, read_split(cfg.data_format, root, cfg.test_split, cfg.on_error)
+    # Decode-check the test videos up front: a clip swapped for its neighbour at load time
+    # (fine for training) would pair captions with the wrong video in the metrics.
+    test_samples = check_videos(read_split(cfg.data_format, root, cfg.test_split, cfg.on_error), cfg.on_error)
+    return train_samples, test_samples
 
 
 def default_run_dir(task: str, cfg: TrainConfig, data: str | Path) -> Path:
