@@ -10,7 +10,8 @@ torch_spec="${VOPSTORE_TORCH:-torch==2.13.0}"
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
-.venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" "$torch_spec"
+quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }  # drop this machine's local-mirror noise
+.venv/bin/python -c "import torch" 2>/dev/null || quiet "${pip[@]}" "$torch_spec"
 target="."
 [ -n "$extras" ] && target=".[$extras]"
-"${pip[@]}" -e "$target" 2> >(grep -v "^WARNING: Location" >&2)
+quiet "${pip[@]}" -e "$target"
