@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc), exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         fail("aborted", 130)
+    except OSError as exc:  # a path the user gave: missing folder, a file where a folder should be, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}; check the path and its permissions")
     except typer.Exit as exc:
         return exc.exit_code
     except _ClickException as exc:  # usage errors: click's own message and exit code

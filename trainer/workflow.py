@@ -28,6 +28,7 @@ class TrainResult:
     seconds: float
     clips_per_s: float
     run_dir: str
+    resumed_from: int = 0  # the step a killed run resumed at (0: a fresh run)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -75,8 +76,9 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
         run_dir = Path(run_dir) if run_dir else default_run_dir(task, cfg, data)
         log(f"training {cfg.method} on {len(train_samples)} pairs ({train_samples.summary()}); run dir {run_dir}")
         run = recipe.setup(cfg, train_samples, run_dir, backbone=backbone, dist=dist)
-        if run.step:
-            log(f"resuming at step {run.step}/{run.total_steps}")
+        resumed_from = run.step
+        if resumed_from:
+            log(f"resuming at step {resumed_from}/{run.total_steps}")
         summary = recipe.train(run, progress=progress, on_log=None if progress else log)
         barrier(dist)
         result = None
@@ -85,7 +87,7 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
             metrics = recipe.evaluate(run, test_samples, progress=progress)
             info = recipe.save(run, task, metrics, store=store, message=message)
             result = TrainResult(info.ref, info.digest, metrics, run.step, summary["seconds"],
-                                 summary["clips_per_s"], str(run_dir))
+                                 summary["clips_per_s"], str(run_dir), resumed_from)
         return broadcast_object(result, dist)
     finally:
         shutdown(dist)
