@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.fixtures.stores import checkpoint_bytes
@@ -213,3 +215,23 @@ def test_gc_racing_an_add_never_leaves_a_version_without_blob(registry, ckpt):
     info = registry.add("t", ckpt(1))
     assert collected == [1]
     assert registry.verify() == [] and registry.read_blob(info)
+
+
+def test_add_racing_gc_file_deletion_uploads_the_bytes_again(registry, ckpt):
+    """An add of the bytes gc is collecting waits for gc, then uploads them afresh (no version without blob)."""
+    path = ckpt(1)
+    registry.remove(registry.add("t", path).ref)
+    real_delete, added, adders = registry.blobs.delete, [], []
+
+    def racing_delete(key):
+        registry.blobs.delete = real_delete
+        adders.append(threading.Thread(target=lambda: added.append(registry.add("t", path))))
+        adders[0].start()
+        adders[0].join(timeout=1.0)  # the add runs now, between gc's row deletion and its file deletion
+        real_delete(key)
+
+    registry.blobs.delete = racing_delete
+    assert registry.gc(grace_s=0) == 1
+    adders[0].join(timeout=60)
+    assert [v.number for v in added] == [2]
+    assert registry.verify() == [] and registry.read_blob(added[0])

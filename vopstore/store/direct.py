@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, exc as sa_exc, func, select, update
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from vopstore.blobs.base import blob_key, read_verified
 from vopstore.checkpoint import PromptSetMeta, canonical_json, inspect_checkpoint, parse_checkpoint_bytes, sha256_bytes
@@ -70,7 +71,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         for attempt in range(RETRIES):
             try:
                 return attempt_fn()
-            except (sa_exc.IntegrityError, _BlobRowGone):
+            except (sa_exc.IntegrityError, StaleDataError, _BlobRowGone):  # stale: gc deleted a row we refresh
                 if attempt == RETRIES - 1:
                     raise StoreUnavailableError(f"{self.url}: gave up after {RETRIES} write conflicts; retry") from None
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))

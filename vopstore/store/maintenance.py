@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, text
 
 from vopstore.blobs.base import blob_key
 from vopstore.checkpoint import parse_checkpoint_bytes
@@ -43,12 +43,16 @@ class MaintenanceMixin:
         """Delete blobs no version references; return how many were (or, dry run, would be) removed.
 
         Blobs touched within ``grace_s`` seconds are kept: an add may be between
-        its upload and its version row.
+        its upload and its version row. Files are deleted inside the transaction that
+        deletes their rows, so an add of the same bytes meanwhile waits for gc and
+        then uploads them afresh, never trusting a file that is about to go.
         """
         prefix = f"{self.tenant}/" if self.tenant else ""
         listed = set(self.blobs.list(prefix))  # list before reading rows: a newer upload has its row already
         cutoff = utcnow() - timedelta(seconds=grace_s)
         with self._session(write=True) as session:
+            if session.get_bind().dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already holds writers off
+                session.execute(text("LOCK TABLE blob IN SHARE ROW EXCLUSIVE MODE"))
             rows = session.execute(select(Blob.id, Tenant.name, Blob.digest, Blob.created_at)
                                    .join(Tenant, Blob.tenant_id == Tenant.id).where(*self._tenant_filter())).all()
             used = set(session.scalars(select(Version.blob_id).distinct()))
@@ -58,9 +62,9 @@ class MaintenanceMixin:
                 dead = set(session.scalars(delete(Blob).where(
                     Blob.id.in_(dead), Blob.created_at < cutoff,
                     ~exists().where(Version.blob_id == Blob.id)).returning(Blob.id)))
-        known = {blob_key(r.name, r.digest) for r in rows}
-        doomed = {blob_key(r.name, r.digest) for r in rows if r.id in dead} | {k for k in listed if k not in known}
-        if not dry_run:
-            for key in doomed:
-                self.blobs.delete(key)
+            known = {blob_key(r.name, r.digest) for r in rows}
+            doomed = {blob_key(r.name, r.digest) for r in rows if r.id in dead} | {k for k in listed if k not in known}
+            if not dry_run:
+                for key in sorted(doomed):  # before commit: the deleted rows stay locked until the files are gone
+                    self.blobs.delete(key)
         return len(doomed)
