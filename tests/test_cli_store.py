@@ -116,3 +116,17 @@ def test_db_upgrade_postgres_then_store_opens(run, postgres_db, tmp_path):
     code, out, _ = run("db", "upgrade", "--url", postgres_db)
     assert code == 0 and "revision 0001" in out
     assert open_store(postgres_db, blobs=tmp_path.as_uri()).list_tasks() == []
+
+
+def test_pull_repairs_a_corrupt_blob_as_the_verify_message_advises(run, ckpt, tmp_path, vopstore_home):
+    assert run("remote", "add", "origin", (tmp_path / "remote").as_uri())[0] == 0
+    run("add", "t", str(ckpt(1)))
+    assert run("push", "t@v1")[0] == 0
+    blob = next(p for p in (vopstore_home / "store" / "blobs").rglob("*") if p.is_file())
+    blob.chmod(0o644)
+    data = blob.read_bytes()
+    blob.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    code, out, _ = run("verify")
+    assert code == 1 and "restore it from another store with 'vopstore pull'" in out
+    assert run("pull", "t@v1") == (0, "pulled local/t@v1 from origin\n", "")
+    assert run("verify") == (0, "ok\n", "")

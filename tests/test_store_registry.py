@@ -235,3 +235,15 @@ def test_add_racing_gc_file_deletion_uploads_the_bytes_again(registry, ckpt):
     adders[0].join(timeout=60)
     assert [v.number for v in added] == [2]
     assert registry.verify() == [] and registry.read_blob(added[0])
+
+
+def test_adding_the_bytes_again_repairs_a_corrupt_or_missing_blob(registry, ckpt):
+    info = registry.add("t", ckpt(1))
+    blob = registry.blobs.path(blob_key(info.tenant, info.digest))
+    blob.chmod(0o644)
+    blob.write_bytes(b"\x00" + blob.read_bytes()[1:])
+    assert "corrupt" in registry.verify()[0]
+    assert registry.add("t", ckpt(1)).ref == info.ref  # same version, bytes restored
+    assert registry.verify() == []
+    blob.unlink()
+    assert registry.add("t", ckpt(1)).ref == info.ref and registry.verify() == []

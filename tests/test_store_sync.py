@@ -105,3 +105,20 @@ def test_pull_from_a_deleted_directory_store_still_loads(tmp_path, ckpt):
     shutil.rmtree(tmp_path / "remote")
     assert local.fetch("t@v1").read_bytes() == checkpoint_bytes(5)
     assert local.verify() == []
+
+
+def test_pull_repairs_a_corrupt_local_blob(tmp_path, ckpt):
+    remote, local = open_store((tmp_path / "remote").as_uri()), open_store()
+    remote.add("t", ckpt(1))
+    info = pull(remote, local, "t@v1")
+    blob = local.blobs.path(blob_key(info.tenant, info.digest))
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0x01
+    blob.write_bytes(bytes(data))
+    assert "corrupt" in local.verify()[0]
+    assert copy_version(remote, local, "t@v1") == (local.resolve("t@v1"), False)  # same version, bytes re-copied
+    assert local.verify() == []
+    blob.unlink()
+    push(remote, local, "t@v1")
+    assert local.verify() == [] and local.read_blob(info) == checkpoint_bytes(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterator, Protocol, runtime_checkable
 
 from vopstore.checkpoint import sha256_bytes
-from vopstore.errors import IntegrityError
+from vopstore.errors import BlobNotFoundError, IntegrityError
 from vopstore.refs import validate_name
 
 _HEX = set("0123456789abcdef")
@@ -66,6 +66,15 @@ def read_verified(backend: BlobBackend, tenant: str, digest: str) -> bytes:
             "restore it from another store with 'vopstore pull' or remove the version"
         )
     return data
+
+
+def blob_intact(backend: BlobBackend, tenant: str, digest: str) -> bool:
+    """Whether the blob is present and hashes to ``digest``."""
+    try:
+        read_verified(backend, tenant, digest)
+    except (BlobNotFoundError, IntegrityError):
+        return False
+    return True
 
 
 def write_blob(backend: BlobBackend, tenant: str, data: bytes) -> str:

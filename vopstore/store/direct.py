@@ -19,7 +19,7 @@ from sqlalchemy import delete, exc as sa_exc, func, select, update
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from vopstore.blobs.base import blob_key, read_verified
+from vopstore.blobs.base import blob_intact, blob_key, read_verified
 from vopstore.checkpoint import PromptSetMeta, canonical_json, inspect_checkpoint, parse_checkpoint_bytes, sha256_bytes
 from vopstore.db.engine import translate_errors
 from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utcnow
@@ -186,12 +186,18 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         return self._retrying(attempt)
 
     def _stage_blob(self, tenant: str, digest: str, data: bytes) -> None:
-        """Record the blob row (its time protects it from gc while in flight), then upload the bytes."""
+        """Record the blob row (its time protects it from gc while in flight), then upload the bytes.
+
+        An existing blob is re-hashed, so adding or pulling the bytes again repairs a corrupt copy.
+        """
         with self._session(write=True) as session:
             tenant_row = sql.get_or_create(session, Tenant, name=tenant)
             blob = sql.get_or_create(session, Blob, {"size": len(data)}, tenant_id=tenant_row.id, digest=digest)
             blob.created_at = utcnow()
-        self.blobs.put(blob_key(tenant, digest), data)
+        key = blob_key(tenant, digest)
+        if not self.blobs.put(key, data) and not blob_intact(self.blobs, tenant, digest):
+            self.blobs.delete(key)  # a damaged or vanished copy: replace it with the verified bytes in hand
+            self.blobs.put(key, data)
 
     def _insert(self, session, tenant, task, meta, digest, fields, number, aliases) -> tuple[VersionInfo, bool]:
         tenant_row = sql.get_or_create(session, Tenant, name=tenant)

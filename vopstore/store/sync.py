@@ -2,13 +2,15 @@
 
 The blob goes first, then the version row in one transaction, so a crash never
 leaves a visible version without its bytes. Copying again is a no-op; the same
-``task@vN`` with another digest on the other side is refused. When the ref
+``task@vN`` with another digest on the other side is refused; a copy whose
+blob is missing or corrupt there is repaired by copying the bytes again. When the ref
 names an alias, the alias is set on the destination too, so ``pull
 acme/lsmdc@prod`` makes ``acme/lsmdc@prod`` resolve locally, offline.
 """
 
 from __future__ import annotations
 
+from vopstore.errors import BlobNotFoundError, IntegrityError
 from vopstore.refs import parse_ref
 from vopstore.store.info import VersionInfo
 from vopstore.store.registry import Registry
@@ -20,7 +22,7 @@ def copy_version(src: Registry, dst: Registry, ref: str) -> tuple[VersionInfo, b
     parsed = parse_ref(ref, src.default_tenant)
     aliases = (parsed.alias,) if parsed.alias else ()
     there = _find(dst, info.ref)
-    if there is not None and there.digest == info.digest:  # already copied: move no bytes
+    if there is not None and there.digest == info.digest and _intact(dst, there):  # already copied: move no bytes
         for alias in aliases:
             there = dst.tag(there.ref, alias)
         return there, False
@@ -33,6 +35,15 @@ def _find(registry: Registry, ref: str) -> VersionInfo | None:
         return registry.resolve(ref)
     except LookupError:
         return None
+
+
+def _intact(registry: Registry, info: VersionInfo) -> bool:
+    """Whether ``registry`` holds the version's bytes uncorrupted (else copying them again repairs it)."""
+    try:
+        registry.read_blob(info)
+    except (BlobNotFoundError, IntegrityError):
+        return False
+    return True
 
 
 def push(src: Registry, dst: Registry, ref: str) -> VersionInfo:
