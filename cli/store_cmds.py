@@ -143,7 +143,11 @@ def verify(ref: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> N
 @app.command()
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be removed."),
        grace: float = typer.Option(3600.0, "--grace", help="Keep blobs touched in the last GRACE seconds.")) -> None:
-    """Delete blobs that no version references."""
+    """Delete blobs that no version references.
+
+    A blob folder or bucket prefix belongs to one database: blobs there that this
+    database does not know are deleted too, so never share one between stores.
+    """
     count = _store().gc(grace_s=grace, dry_run=dry_run)
     typer.echo(f"{'would remove' if dry_run else 'removed'} {count} blob(s)")
 

@@ -247,3 +247,19 @@ def test_adding_the_bytes_again_repairs_a_corrupt_or_missing_blob(registry, ckpt
     assert registry.verify() == []
     blob.unlink()
     assert registry.add("t", ckpt(1)).ref == info.ref and registry.verify() == []
+
+
+def test_gc_deletes_only_keys_shaped_like_its_own(registry, ckpt):
+    registry.add("t", ckpt(1))
+    digest = "cd" * 32
+    foreign = ["README", "local/notes.txt", f"local/sha256/ab/{digest}", f"local/sha256/cd/{digest}.bak",
+               f"Upper/sha256/cd/{digest}", f"local/md5/cd/{digest}"]
+    orphan = f"local/sha256/cd/{digest}"  # blob-shaped, no row: an orphan of this database
+    for key in [*foreign, orphan]:
+        registry.blobs.path(key).parent.mkdir(parents=True, exist_ok=True)
+        registry.blobs.path(key).write_bytes(b"not ours")
+    assert registry.gc(grace_s=0, dry_run=True) == 1
+    assert registry.gc(grace_s=0) == 1
+    assert not registry.blobs.exists(orphan)
+    assert all(registry.blobs.exists(key) for key in foreign)
+    assert registry.verify() == []

@@ -122,3 +122,18 @@ def test_pull_repairs_a_corrupt_local_blob(tmp_path, ckpt):
     blob.unlink()
     push(remote, local, "t@v1")
     assert local.verify() == [] and local.read_blob(info) == checkpoint_bytes(1)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_gc_on_s3_skips_keys_it_did_not_make(pg_s3_spec, ckpt, s3_env, s3_bucket):
+    remote = pg_s3_spec.open()
+    info = remote.add("t", ckpt(1))
+    client = s3_env.client()
+    for key in ("vop/x/", "vop/README", "vop/local/sha256/zz/readme"):
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"not a blob")
+    orphan = f"vop/{blob_key('local', 'ef' * 32)}"
+    client.put_object(Bucket=s3_bucket, Key=orphan, Body=b"orphan")
+    assert remote.gc(grace_s=0) == 1
+    left = {item["Key"] for item in client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert left == {"vop/x/", "vop/README", "vop/local/sha256/zz/readme", f"vop/{blob_key('local', info.digest)}"}

@@ -25,6 +25,17 @@ def blob_key(tenant: str, digest: str) -> str:
     return f"{tenant}/sha256/{digest[:2]}/{digest}"
 
 
+def is_blob_key(key: str) -> bool:
+    """Whether ``key`` has exactly the shape :func:`blob_key` gives (``{tenant}/sha256/{aa}/{digest}``)."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[1] != "sha256":
+        return False
+    try:
+        return blob_key(parts[0], parts[3]) == key
+    except ValueError:
+        return False
+
+
 @runtime_checkable
 class BlobBackend(Protocol):
     """What every blob backend implements. ``url`` names it (``file:///...``, ``s3://bucket/prefix``)."""

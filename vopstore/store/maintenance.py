@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, exists, select, text
 
-from vopstore.blobs.base import blob_key
+from vopstore.blobs.base import blob_key, is_blob_key
 from vopstore.checkpoint import parse_checkpoint_bytes
 from vopstore.db.models import Blob, Task, Tenant, Version, utcnow
 from vopstore.errors import BlobNotFoundError, IntegrityError, InvalidCheckpointError
@@ -46,9 +46,15 @@ class MaintenanceMixin:
         its upload and its version row. Files are deleted inside the transaction that
         deletes their rows, so an add of the same bytes meanwhile waits for gc and
         then uploads them afresh, never trusting a file that is about to go.
+
+        One blob folder or bucket prefix belongs to one database: gc also deletes
+        every blob-shaped key (``{tenant}/sha256/{aa}/{digest}``) there that this
+        database has no row for, so never share a blob prefix between databases.
+        Keys of any other shape are left alone.
         """
         prefix = f"{self.tenant}/" if self.tenant else ""
-        listed = set(self.blobs.list(prefix))  # list before reading rows: a newer upload has its row already
+        # List before reading rows: a newer upload has its row already. Only vopstore's keys are candidates.
+        listed = {key for key in self.blobs.list(prefix) if is_blob_key(key)}
         cutoff = utcnow() - timedelta(seconds=grace_s)
         with self._session(write=True) as session:
             if session.get_bind().dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already holds writers off
