@@ -216,3 +216,29 @@ def test_threads_match_single_threaded_results(tiny_backbone, store, retriever, 
     churn.join()
     for i, out in enumerate(got):
         torch.testing.assert_close(out, expected[i % len(requests)], atol=ATOL, rtol=0)
+
+
+def test_refresh_keeps_a_load_that_committed_while_it_resolved(tiny_backbone, store, retriever, tmp_path,
+                                                               monkeypatch):
+    v1, _ = publish(store, tiny_backbone, tmp_path, "local/a", "vop", 1)
+    store.tag(v1.ref, "prod")
+    retriever.load("local/a@prod")
+    v2, _ = publish(store, tiny_backbone, tmp_path, "local/a", "vop", 2)
+    store.tag(v2.ref, "prod")  # refresh will see prod -> v2 ...
+    v3, f3 = publish(store, tiny_backbone, tmp_path, "local/a", "vop", 3)
+    resolve = retriever.source.resolve
+    raced = []
+
+    def resolve_then_load(ref):  # ... while a load of v3 commits between its resolve and its commit
+        info = resolve(ref)
+        if ref == "local/a@prod" and not raced:
+            raced.append(None)
+            raced[0] = retriever.load("local/a@v3")
+        return info
+
+    monkeypatch.setattr(retriever.source, "resolve", resolve_then_load)
+    assert retriever.refresh() == {}
+    assert raced[0].digest == v3.digest
+    assert retriever.loaded["local/a"].digest == v3.digest  # the concurrent load was not undone
+    torch.testing.assert_close(retriever.encode_text(TEXTS, task="local/a"), oracle_text(tiny_backbone, f3, TEXTS),
+                               atol=ATOL, rtol=0)

@@ -210,13 +210,14 @@ class Retriever:
             task -> the newly loaded ``VersionInfo``, for the tasks that changed.
         """
         current = self._bank.entries
-        changed = []
+        changed, seen = [], {}
         for entry in current.values():
-            info = self.source.resolve(entry.ref)
+            info = self.source.resolve(entry.ref)  # slow (may pull): a load may commit meanwhile
             if info.digest != entry.info.digest or info.number != entry.info.number:
                 changed.append(_prepare_resolved(self, entry.ref, info))
-        self._commit(changed, only_loaded=True)
-        return {p.task: p.info for p in changed}
+                seen[entry.task] = _identity(entry)
+        committed = self._commit(changed, expected=seen)
+        return {p.task: p.info for p in committed}
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -241,17 +242,22 @@ class Retriever:
         for task in tasks:
             self._last_used[task] = next(self._clock)
 
-    def _commit(self, prepared: list[Prepared], only_loaded: bool = False) -> None:
-        if not prepared:
-            return
+    def _commit(self, prepared: list[Prepared], expected: Mapping[str, tuple] | None = None) -> list[Prepared]:
+        """Swap in ``prepared``; with ``expected`` (refresh: task -> the entry it looked at), a task
+        unloaded, evicted or reloaded meanwhile is left as it now is. Returns what was committed."""
         with self._lock:
-            if only_loaded:  # refresh: a task evicted or unloaded meanwhile stays out
-                prepared = [p for p in prepared if p.task in self._bank.entries]
+            if expected is not None:
+                entries = self._bank.entries
+                prepared = [p for p in prepared
+                            if p.task in entries and _identity(entries[p.task]) == expected.get(p.task)]
+            if not prepared:
+                return []
             evict = self._evictions(prepared)
             self._bank = self._builder.build(self._bank, prepared, evict)
             for task in evict:
                 self._last_used.pop(task, None)
             self._touch(p.task for p in prepared)
+        return prepared
 
     def _evictions(self, prepared: list[Prepared]) -> list[str]:
         """Least recently used tasks to drop so that ``prepared`` fits; ConfigError if it cannot."""
@@ -273,6 +279,11 @@ class Retriever:
     def _fits(self, tasks: int, nbytes: int) -> bool:
         return (self.max_tasks is None or tasks <= self.max_tasks) and \
             (self.max_bytes is None or nbytes <= self.max_bytes)
+
+
+def _identity(entry: Entry) -> tuple:
+    """What makes a loaded entry the same one: the ref it was loaded by and the exact version."""
+    return entry.ref, entry.info.number, entry.info.digest
 
 
 def _prepare_resolved(retriever: Retriever, ref: str, info: Any) -> Prepared:
