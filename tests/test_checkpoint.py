@@ -109,6 +109,13 @@ BAD = {
     "no tensors": _with_header(GOOD, lambda h: h.pop("t")),
     "bad dtype": _with_header(GOOD, lambda h: h["t"].update(dtype="F128")),
     "shape vs bytes": _with_header(GOOD, lambda h: h["t"].update(shape=[15])),
+    "method too long": _with_header(GOOD, _meta_edit(method="m" * 65)),
+    "dtype too long": _with_header(GOOD, _meta_edit(dtype="d" * 33)),
+    "backbone name too long": _with_header(GOOD, _meta_edit(backbone_name="b" * 256)),
+    "short fingerprint": _with_header(GOOD, _meta_edit(backbone_fingerprint="ab" * 31)),
+    "long fingerprint": _with_header(GOOD, _meta_edit(backbone_fingerprint="ab" * 33)),
+    "uppercase fingerprint": _with_header(GOOD, _meta_edit(backbone_fingerprint="AB" * 32)),
+    "non-hex fingerprint": _with_header(GOOD, _meta_edit(backbone_fingerprint="zz" * 32)),
 }
 
 
@@ -131,3 +138,9 @@ def test_missing_file(tmp_path):
         inspect_checkpoint(tmp_path / "absent.safetensors")
     with pytest.raises(FileMissingError):
         load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def test_text_fields_at_the_column_limits_are_accepted():
+    edit = _meta_edit(method="m" * 64, dtype="d" * 32, backbone_name="b" * 255, backbone_fingerprint="0f" * 32)
+    meta, _ = parse_checkpoint_bytes(_with_header(GOOD, edit))
+    assert (len(meta.method), len(meta.dtype), len(meta.backbone_name)) == (64, 32, 255)

@@ -263,3 +263,13 @@ def test_gc_deletes_only_keys_shaped_like_its_own(registry, ckpt):
     assert not registry.blobs.exists(orphan)
     assert all(registry.blobs.exists(key) for key in foreign)
     assert registry.verify() == []
+
+
+def test_metadata_too_long_for_the_columns_is_refused_and_user_is_capped(store_spec, tmp_path, monkeypatch):
+    (tmp_path / "long.safetensors").write_bytes(checkpoint_bytes(1, method="m" * 65))
+    monkeypatch.setenv("VOPSTORE_USER", "u" * 300)
+    registry = store_spec.open()
+    with pytest.raises(InvalidCheckpointError, match="longer than 64"):  # PostgreSQL raised a raw DataError
+        registry.add("t", tmp_path / "long.safetensors")
+    (tmp_path / "ok.safetensors").write_bytes(checkpoint_bytes(1))
+    assert registry.add("t", tmp_path / "ok.safetensors").created_by == "u" * 128

@@ -26,6 +26,8 @@ from vopstore.errors import FileMissingError, InvalidCheckpointError
 FORMAT_VERSION = 1
 METADATA_KEY = "vopstore"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Longest value of each text field that the store's database columns hold.
+_MAX_LENGTHS = {"method": 64, "dtype": 32, "backbone_name": 255}
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
@@ -70,6 +72,14 @@ class PromptSetMeta:
         for key, kind in expected.items():
             if not isinstance(raw.get(key), kind) or isinstance(raw.get(key), bool):
                 raise InvalidCheckpointError(f"{source}: metadata field '{key}' is missing or not a {kind.__name__}")
+        for key, limit in _MAX_LENGTHS.items():
+            if len(raw[key]) > limit:
+                raise InvalidCheckpointError(f"{source}: metadata field '{key}' is longer than {limit} characters")
+        fingerprint = raw["backbone_fingerprint"]
+        if len(fingerprint) != 64 or not set(fingerprint) <= set("0123456789abcdef"):
+            raise InvalidCheckpointError(
+                f"{source}: metadata field 'backbone_fingerprint' must be a sha256 (64 lowercase hex digits), "
+                f"got {fingerprint[:70]!r}")
         known = {k: raw[k] for k in (*expected, "format_version")}
         extra = raw.get("extra", {})
         return cls(**known, extra=extra if isinstance(extra, dict) else {})

@@ -32,6 +32,7 @@ from vopstore.store.info import TaskInfo, VersionInfo
 from vopstore.store.maintenance import MaintenanceMixin
 from vopstore.store.tenants import TenantsMixin
 
+MAX_USER_LENGTH = 128  # Version.created_by
 RETRIES = 20  # concurrent writers to one new task/tenant collide on unique keys; each retry finds the winner's row
 
 
@@ -51,7 +52,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         self.tenant = validate_name(tenant, "tenant") if tenant is not None else None
         self.default_tenant = self.tenant or DEFAULT_TENANT
         self.cache = cache or BlobCache()
-        self.user = os.environ.get("VOPSTORE_USER") or _login()
+        self.user = _created_by(os.environ.get("VOPSTORE_USER") or _login())
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
 
@@ -171,7 +172,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             raise IntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
         meta, _ = parse_checkpoint_bytes(data, info.ref)
         fields = {"metrics": info.metrics, "training_config": info.training_config, "message": info.message,
-                  "parent": info.parent, "created_by": info.created_by, "created_at": info.created_at}
+                  "parent": info.parent, "created_by": _created_by(info.created_by), "created_at": info.created_at}
         return self._store(info.tenant, info.task, meta, data, fields, number=info.number, aliases=aliases)
 
     def _store(self, tenant: str, task: str, meta: PromptSetMeta, data: bytes, fields: dict, *,
@@ -331,6 +332,11 @@ def _json_object(value: dict | None, what: str) -> dict | None:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{what} is not JSON-serialisable ({exc}); use numbers, strings, lists and objects") from None
     return value
+
+
+def _created_by(user: str | None) -> str | None:
+    """The user name as stored: at most 128 characters (the column's width)."""
+    return user[:MAX_USER_LENGTH] if user else None
 
 
 def _login() -> str | None:
