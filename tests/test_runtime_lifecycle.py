@@ -242,3 +242,21 @@ def test_refresh_keeps_a_load_that_committed_while_it_resolved(tiny_backbone, st
     assert retriever.loaded["local/a"].digest == v3.digest  # the concurrent load was not undone
     torch.testing.assert_close(retriever.encode_text(TEXTS, task="local/a"), oracle_text(tiny_backbone, f3, TEXTS),
                                atol=ATOL, rtol=0)
+
+
+def test_emptied_groups_release_their_storage(tiny_backbone, store, tmp_path):
+    r = Retriever(tiny_backbone, store=store, max_tasks=1)
+    files = {}
+    for n in range(1, 9):  # each config is its own (method, config) group
+        _, files[n] = publish(store, tiny_backbone, tmp_path, f"local/g{n}", "vop", n, visual_prompts=n)
+    r.load("local/g1")
+    pinned = r.snapshot()  # a request in flight on g1's group
+    for n in range(2, 9):
+        r.load(f"local/g{n}")
+        held = sum(t.numel() * t.element_size() for s in r._builder.storages.values() for t in s.tensors.values())
+        assert len(r._builder.storages) == 1 and held <= 2 * r.loaded_bytes, (n, held, r.loaded_bytes)
+    torch.testing.assert_close(pinned.encode_text(TEXTS, task="local/g1"), oracle_text(tiny_backbone, files[1], TEXTS),
+                               atol=ATOL, rtol=0)
+    r.load("local/g1")  # a dropped group comes back in a fresh storage
+    torch.testing.assert_close(r.encode_text(TEXTS, task="local/g1"), oracle_text(tiny_backbone, files[1], TEXTS),
+                               atol=ATOL, rtol=0)

@@ -15,7 +15,8 @@ bank maps any task to it. An evicted slot is *retired* with the generation of
 the last bank that used it and becomes free once every bank of that generation
 or older has been garbage-collected (banks are tracked in a ``WeakSet``), so a
 request holding an old snapshot keeps reading intact prompts even while other
-threads load and evict.
+threads load and evict. A group no task uses any more loses its storage at
+once: the snapshots that still read it keep its tensors alive, nobody else does.
 """
 
 from __future__ import annotations
@@ -161,9 +162,20 @@ class BankBuilder:
         entries.update({e.task: e for e in written})
         self.generation += 1
         used = {e.group for e in entries.values()}
+        self._prune(used)
         bank = Bank(self.generation, entries, {k: s.view() for k, s in self.storages.items() if k in used})
         self.live.add(bank)
         return bank
+
+    def _prune(self, used: set) -> None:
+        """Drop the storage of each group no task uses any more.
+
+        Safe with snapshots in flight: a snapshot holds its own :class:`GroupView`
+        tensors (so they live until its last reader is done), and a group loaded
+        again gets a fresh storage, never writing into tensors a snapshot reads.
+        """
+        for key in [k for k in self.storages if k not in used]:
+            del self.storages[key]
 
     def _write(self, add: list) -> list[Entry]:
         """Place the prepared sets in free slots; all allocation happens before any state changes."""
