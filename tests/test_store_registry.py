@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from tests.fixtures.stores import checkpoint_bytes
 from vopstore.blobs.base import blob_key
@@ -273,3 +274,35 @@ def test_metadata_too_long_for_the_columns_is_refused_and_user_is_capped(store_s
         registry.add("t", tmp_path / "long.safetensors")
     (tmp_path / "ok.safetensors").write_bytes(checkpoint_bytes(1))
     assert registry.add("t", tmp_path / "ok.safetensors").created_by == "u" * 128
+
+
+def _lose_one_race(monkeypatch, owner, name):
+    """Make ``owner.name`` fail once the way a concurrent writer's commit makes it fail (a unique/FK violation)."""
+    real, calls = getattr(owner, name), []
+
+    def racing(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise sa_exc.IntegrityError("INSERT INTO alias ...", {}, Exception("duplicate key value"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, racing)
+    return calls
+
+
+def test_tag_untag_remove_retry_when_a_concurrent_writer_wins(registry, ckpt, monkeypatch):
+    from vopstore.store import sql
+
+    registry.add("t", ckpt(1))
+    registry.add("t", ckpt(2))
+    lost = _lose_one_race(monkeypatch, registry, "_set_aliases")
+    assert registry.tag("t@v1", "prod").number == 1 and lost
+    monkeypatch.undo()
+    lost = _lose_one_race(monkeypatch, sql, "version_id")
+    registry.untag("t", "prod")
+    assert lost
+    monkeypatch.undo()
+    lost = _lose_one_race(monkeypatch, sql, "load_infos")
+    assert registry.remove("t@v2").number == 2 and lost
+    monkeypatch.undo()
+    assert [v.number for v in registry.list_versions("t")] == [1] and registry.list_tasks()[0].aliases == {}

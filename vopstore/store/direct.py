@@ -271,13 +271,17 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         racing on one alias cannot silently overwrite each other.
         """
         parsed, alias = self._ref(ref), validate_alias(alias)
-        with self._session(write=True) as session:
-            vid = sql.version_id(session, parsed, self.url)
-            tid = sql.require_task_id(session, parsed, self.url)
-            if expected_digest is not None:
-                self._compare_alias(session, tid, alias, expected_digest, parsed.task_ref)
-            self._set_aliases(session, tid, vid, (alias,))
-            return sql.load_infos(session, Version.id == vid)[0]
+
+        def attempt():  # retried: a concurrent first tag of this alias, or an rm of the version, may win
+            with self._session(write=True) as session:
+                vid = sql.version_id(session, parsed, self.url)
+                tid = sql.require_task_id(session, parsed, self.url)
+                if expected_digest is not None:
+                    self._compare_alias(session, tid, alias, expected_digest, parsed.task_ref)
+                self._set_aliases(session, tid, vid, (alias,))
+                return sql.load_infos(session, Version.id == vid)[0]
+
+        return self._retrying(attempt)
 
     @staticmethod
     def _compare_alias(session, task_id: int, alias: str, expected: str, task_ref: str) -> None:
@@ -292,10 +296,14 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
     def untag(self, task: str, alias: str) -> None:
         """Remove ``alias`` from ``task``; AliasNotFoundError if it has none of that name."""
         parsed = self._task(task)
-        with self._session(write=True) as session:
-            tid = sql.require_task_id(session, parsed, self.url)
-            sql.version_id(session, Ref(parsed.tenant, parsed.task, alias=validate_alias(alias)), self.url)
-            session.execute(delete(Alias).where(Alias.task_id == tid, Alias.name == alias))
+
+        def attempt():
+            with self._session(write=True) as session:
+                tid = sql.require_task_id(session, parsed, self.url)
+                sql.version_id(session, Ref(parsed.tenant, parsed.task, alias=validate_alias(alias)), self.url)
+                session.execute(delete(Alias).where(Alias.task_id == tid, Alias.name == alias))
+
+        self._retrying(attempt)
 
     def remove(self, ref: str, force: bool = False) -> VersionInfo:
         """Delete the version ``ref`` names; refused while an alias points to it unless ``force``.
@@ -303,15 +311,19 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         Its number is never given out again; its blob stays until :meth:`gc`.
         """
         parsed = self._ref(ref)
-        with self._session(write=True) as session:
-            vid = sql.version_id(session, parsed, self.url)
-            info = sql.load_infos(session, Version.id == vid)[0]
-            if info.aliases and not force:
-                raise ConflictError(f"{info.ref} is aliased as {', '.join(info.aliases)}; "
-                                    "move or untag the aliases first, or pass --force to drop them too")
-            session.execute(delete(Alias).where(Alias.version_id == vid))
-            session.execute(delete(Version).where(Version.id == vid))
-        return info
+
+        def attempt():  # retried: a tag committed meanwhile makes the DELETE fail on its foreign key
+            with self._session(write=True) as session:
+                vid = sql.version_id(session, parsed, self.url)
+                info = sql.load_infos(session, Version.id == vid)[0]
+                if info.aliases and not force:
+                    raise ConflictError(f"{info.ref} is aliased as {', '.join(info.aliases)}; "
+                                        "move or untag the aliases first, or pass --force to drop them too")
+                session.execute(delete(Alias).where(Alias.version_id == vid))
+                session.execute(delete(Version).where(Version.id == vid))
+            return info
+
+        return self._retrying(attempt)
 
     def close(self) -> None:
         """Release the database connections."""
