@@ -306,3 +306,21 @@ def test_tag_untag_remove_retry_when_a_concurrent_writer_wins(registry, ckpt, mo
     assert registry.remove("t@v2").number == 2 and lost
     monkeypatch.undo()
     assert [v.number for v in registry.list_versions("t")] == [1] and registry.list_tasks()[0].aliases == {}
+
+
+def test_scoped_list_tasks_reads_only_its_own_aliases(store_spec, ckpt):
+    from sqlalchemy import event
+
+    admin = store_spec.open()
+    for tenant, seed in (("acme", 1), ("other", 2)):
+        admin.add(f"{tenant}/t", ckpt(seed))
+        admin.tag(f"{tenant}/t@v1", "prod")
+    acme, alias_queries = store_spec.open(tenant="acme"), []
+
+    def record_alias_queries(_conn, _cursor, statement, _params, _context, _many):
+        if "FROM alias" in statement:
+            alias_queries.append(statement)
+
+    event.listen(acme.engine, "before_cursor_execute", record_alias_queries)
+    assert [(t.ref, t.aliases) for t in acme.list_tasks()] == [("acme/t", {"prod": 1})]
+    assert len(alias_queries) == 1 and "WHERE alias.task_id IN" in alias_queries[0]

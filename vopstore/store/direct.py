@@ -126,7 +126,8 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 .order_by(Tenant.name, Task.name)).all()
             aliases: dict[int, dict[str, int]] = {}
             for tid, name, number in session.execute(
-                    select(Alias.task_id, Alias.name, Version.number).join(Version, Alias.version_id == Version.id)):
+                    select(Alias.task_id, Alias.name, Version.number).join(Version, Alias.version_id == Version.id)
+                    .where(Alias.task_id.in_([row[0] for row in rows]))):  # only the listed tasks' aliases
                 aliases.setdefault(tid, {})[name] = number
         return [TaskInfo(tenant=t, name=n, versions=c, latest=m, aliases=aliases.get(tid, {}))
                 for tid, t, n, c, m in rows]
