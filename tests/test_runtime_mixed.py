@@ -165,3 +165,24 @@ def test_request_errors_name_the_fix(tiny_backbone, store, retriever, tmp_path):
         retriever.encode_text(TEXTS[:1], task="acme/lsmdc", tasks=["acme/lsmdc"])
     with pytest.raises(ConfigError, match=r"\(B, F, 3, H, W\)"):
         retriever.encode_video(torch.zeros(2, 3, 3))
+
+
+def test_video_files_get_each_tasks_own_frame_count(tiny_backbone, store, retriever, tmp_path, synthetic_clips):
+    from vopstore.video import load_videos
+
+    _, p_path = publish(store, tiny_backbone, tmp_path, "local/p4", "vop-p", 0)  # method config: num_frames=4
+    _, v_path = publish(store, tiny_backbone, tmp_path, "local/v6", "vop", 1)
+    store.add("local/v6", v_path, training_config={"num_frames": 6})  # v2: trained on 6 frames
+    retriever.load("local/p4")
+    retriever.load("local/v6")
+    files = [clip.path for clip in synthetic_clips[:3]]
+    rows = ["local/p4", "local/v6", None]
+    got = retriever.encode_video(files, tasks=rows)  # 4 / 6 / 12 frames, no num_frames= needed
+    for i, (task, frames) in enumerate(zip(rows, [4, 6, 12])):
+        pix = load_videos(files[i : i + 1], tiny_backbone, frames)
+        torch.testing.assert_close(got[i], retriever.encode_video(pix, task=task)[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(got[0], oracle_video(tiny_backbone, p_path, load_videos(files[:1], tiny_backbone, 4))[0],
+                               atol=ATOL, rtol=0)
+    explicit = retriever.encode_video(files[1:], tasks=rows[1:], num_frames=2)  # an explicit count still wins
+    torch.testing.assert_close(explicit[0], retriever.encode_video(load_videos(files[1:2], tiny_backbone, 2),
+                                                                   task="local/v6")[0], atol=ATOL, rtol=0)

@@ -32,7 +32,8 @@ def group_rows(entries: Sequence[Entry | None]) -> dict[GroupKey | None, tuple[l
     return groups
 
 
-def _scatter(parts: list[tuple[list[int], torch.Tensor]], batch: int) -> torch.Tensor:
+def scatter(parts: list[tuple[list[int], torch.Tensor]], batch: int) -> torch.Tensor:
+    """Rows' values back in row order: ``parts`` is [(row numbers, (len(rows), ...) values)]."""
     if len(parts) == 1 and len(parts[0][0]) == batch:
         return parts[0][1]  # one group in row order already (rows are 0..B-1 ascending)
     first = parts[0][1]
@@ -58,7 +59,7 @@ def encode_text(backbone: Any, bank: Bank, texts: list[str], entries: Sequence[E
         n = 0 if prompts is None else prompts.prompts.shape[2]
         ids = backbone.tokenize([texts[r] for r in rows], n)
         parts.append((rows, text_forward(backbone, ids, prompts)))
-    return _scatter(parts, len(texts))
+    return scatter(parts, len(texts))
 
 
 def _text_groups(bank: Bank, groups: dict) -> list[tuple[list[int], Any]]:
@@ -108,4 +109,4 @@ def encode_video(backbone: Any, bank: Bank, pixels: torch.Tensor, entries: Seque
         index = _index(slots, next(iter(view.tensors.values())).device)
         parts.append((rows, encode_video_bank(backbone, chunk, view.method_cls, view.config, view.tensors,
                                               index, normalize)))
-    return _scatter(parts, batch)
+    return scatter(parts, batch)

@@ -45,12 +45,29 @@ class Snapshot:
 
     def encode_video(self, videos: torch.Tensor | Sequence[str | os.PathLike], task: str | None = None, *,
                      tasks: Sequence[str | None] | None = None, normalize: bool = False,
-                     num_frames: int = 12) -> torch.Tensor:
+                     num_frames: int | None = None) -> torch.Tensor:
         """See :meth:`Retriever.encode_video`."""
-        pixels = _pixels(videos, self.backbone, num_frames)
-        entries = self._entries(task, tasks, pixels.shape[0])
-        with torch.inference_mode():
-            return encode.encode_video(self.backbone, self.bank, pixels, entries, normalize)
+        if isinstance(videos, torch.Tensor):
+            pixels = _pixels(videos)
+            entries = self._entries(task, tasks, pixels.shape[0])
+            with torch.inference_mode():
+                return encode.encode_video(self.backbone, self.bank, pixels, entries, normalize)
+        from vopstore.video import load_videos
+
+        paths = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
+        if not paths:
+            raise ConfigError("encode_video needs at least one video file or a (B, F, 3, H, W) tensor")
+        entries = self._entries(task, tasks, len(paths))
+        by_frames: dict[int, list[int]] = {}  # decode each row with its task's frame count
+        for row, entry in enumerate(entries):
+            by_frames.setdefault(num_frames or task_frames(entry, self.bank), []).append(row)
+        parts = []
+        for frames, rows in by_frames.items():
+            pixels = load_videos([paths[r] for r in rows], self.backbone, frames)
+            with torch.inference_mode():
+                parts.append((rows, encode.encode_video(self.backbone, self.bank, pixels, [entries[r] for r in rows],
+                                                        normalize)))
+        return encode.scatter(parts, len(paths))
 
     def _entries(self, task: str | None, tasks: Sequence[str | None] | None, batch: int) -> list[Entry | None]:
         if task is not None and tasks is not None:
@@ -75,19 +92,26 @@ class Snapshot:
         return entry
 
 
-def _pixels(videos: Any, backbone: Any, num_frames: int) -> torch.Tensor:
-    if isinstance(videos, torch.Tensor):
-        if videos.dim() == 4:
-            videos = videos.unsqueeze(1)
-        if videos.dim() != 5 or videos.shape[2] != 3:
-            raise ConfigError(f"videos must be a (B, F, 3, H, W) pixel tensor or a list of video files, "
-                              f"got shape {tuple(videos.shape)}")
-        return videos
-    if isinstance(videos, (str, os.PathLike)):
-        videos = [videos]
-    from vopstore.video import load_videos
+def _pixels(videos: torch.Tensor) -> torch.Tensor:
+    if videos.dim() == 4:
+        videos = videos.unsqueeze(1)
+    if videos.dim() != 5 or videos.shape[2] != 3:
+        raise ConfigError(f"videos must be a (B, F, 3, H, W) pixel tensor or a list of video files, "
+                          f"got shape {tuple(videos.shape)}")
+    return videos
 
-    return load_videos(list(videos), backbone, num_frames)
+
+def task_frames(entry: Entry | None, bank: Bank) -> int:
+    """Frames per clip a task was trained with: its version's ``training_config["num_frames"]``,
+    else its method config's ``num_frames`` (vop-p, vop-f*), else 12 (the paper; plain CLIP too)."""
+    from vopstore.video import NUM_FRAMES
+
+    if entry is None:
+        return NUM_FRAMES
+    trained = (getattr(entry.info, "training_config", None) or {}).get("num_frames")
+    if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1:
+        return trained
+    return getattr(bank.groups[entry.group].config, "num_frames", None) or NUM_FRAMES
 
 
 class Retriever:
@@ -149,14 +173,18 @@ class Retriever:
 
     def encode_video(self, videos: torch.Tensor | Sequence[str | os.PathLike], task: str | None = None, *,
                      tasks: Sequence[str | None] | None = None, normalize: bool = False,
-                     num_frames: int = 12) -> torch.Tensor:
+                     num_frames: int | None = None) -> torch.Tensor:
         """Video embeddings (B, D): the mean of the L2-normalised frame embeddings (paper §3.1).
 
         Args:
             videos: preprocessed pixel values (B, F, 3, H, W) as transformers' CLIP takes
-                them, or a list of video files (``num_frames`` uniform frames are decoded
-                with PyAV and preprocessed like CLIP's evaluation transform).
+                them (every row uses the caller's F frames; ``num_frames`` is ignored), or a
+                list of video files: uniform frames decoded with PyAV and preprocessed like
+                the trainer's evaluation transform.
             task, tasks, normalize: as in :meth:`encode_text`.
+            num_frames: frames decoded per file. None: each row's task's own count, the
+                ``num_frames`` it was trained with (see :func:`task_frames`; 12 for rows
+                without a task); an int: that many for every row.
         """
         return self.snapshot().encode_video(videos, task, tasks=tasks, normalize=normalize, num_frames=num_frames)
 
