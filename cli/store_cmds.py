@@ -116,11 +116,13 @@ def rm(ref: str, force: bool = typer.Option(False, "--force", help="Also drop al
 
 @app.command()
 def export(ref: str, file: Path) -> None:
-    """Write the verified prompt-set file of REF to FILE."""
+    """Write the verified prompt-set file of REF to FILE (into a folder as TASK-vN.safetensors)."""
     from vopstore.checkpoint import atomic_write_bytes
 
     store = _store()
     info = store.resolve(ref)
+    if file.is_dir():
+        file = file / f"{info.task}-v{info.number}.safetensors"
     atomic_write_bytes(file, store.fetch(info).read_bytes())
     typer.echo(f"{info.ref} -> {file}")
 

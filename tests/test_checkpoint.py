@@ -144,3 +144,17 @@ def test_text_fields_at_the_column_limits_are_accepted():
     edit = _meta_edit(method="m" * 64, dtype="d" * 32, backbone_name="b" * 255, backbone_fingerprint="0f" * 32)
     meta, _ = parse_checkpoint_bytes(_with_header(GOOD, edit))
     assert (len(meta.method), len(meta.dtype), len(meta.backbone_name)) == (64, 32, 255)
+
+
+def test_atomic_write_gives_the_mode_a_plain_open_gives(tmp_path):
+    from vopstore.checkpoint import atomic_write_bytes
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "f.safetensors", b"x")
+        atomic_write_bytes(tmp_path / "private", b"x", mode=0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.safetensors").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0o600
+    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.safetensors", "private"]

@@ -130,3 +130,25 @@ def test_pull_repairs_a_corrupt_blob_as_the_verify_message_advises(run, ckpt, tm
     assert code == 1 and "restore it from another store with 'vopstore pull'" in out
     assert run("pull", "t@v1") == (0, "pulled local/t@v1 from origin\n", "")
     assert run("verify") == (0, "ok\n", "")
+
+
+def test_export_into_a_folder_with_the_usual_file_mode(run, ckpt, tmp_path):
+    import os
+    import stat
+
+    run("add", "t", str(ckpt(3)))
+    (tmp_path / "out").mkdir()
+    old = os.umask(0o022)
+    try:
+        assert run("export", "t@v1", str(tmp_path / "out")) == (0, f"local/t@v1 -> {tmp_path / 'out' / 't-v1.safetensors'}\n", "")
+    finally:
+        os.umask(old)
+    exported = tmp_path / "out" / "t-v1.safetensors"
+    assert exported.read_bytes() == checkpoint_bytes(3)
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o644  # not mkstemp's 0o600
+
+
+def test_remote_add_refuses_blobs_for_a_directory_store(run, tmp_path):
+    code, out, err = run("remote", "add", "origin", (tmp_path / "r").as_uri(), "--blobs", "s3://bucket/p")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "drop --blobs" in err
+    assert run("remote", "ls", "--json")[1].strip() == "[]"

@@ -43,6 +43,7 @@ def test_remotes_round_trip(vopstore_home, tmp_path, ckpt):
     ("Bad Name", "file:///x", None, InvalidRefError),
     ("r", "ftp://host/x", None, ConfigError),
     ("r", "postgresql+psycopg://db/vop", None, ConfigError),
+    ("r", "file:///x", "s3://bucket/prefix", ConfigError),  # a directory store has its own blobs
 ])
 def test_bad_remotes(name, url, blobs, error):
     with pytest.raises(error):
@@ -57,3 +58,10 @@ def test_bad_config_file(vopstore_home):
     (vopstore_home / "config.toml").write_text("[remotes.origin]\nblobs = 's3://b'\n")
     with pytest.raises(ConfigError, match="'url'"):
         load_config()
+
+
+def test_config_file_stays_private(vopstore_home):
+    import stat
+
+    add_remote("origin", "postgresql+psycopg://user:secret@db/vop", blobs="s3://bucket/prefix")
+    assert stat.S_IMODE((vopstore_home / "config.toml").stat().st_mode) == 0o600

@@ -82,12 +82,16 @@ def save_config(config: Config, path: Path | None = None) -> None:
     remotes = {}
     for name, remote in sorted(config.remotes.items()):
         remotes[name] = {k: v for k, v in asdict(remote).items() if k != "name" and v is not None}
-    atomic_write_bytes(path or config_path(), tomli_w.dumps({"remotes": remotes}).encode("utf-8"))
+    # Private: a database URL may carry a password.
+    atomic_write_bytes(path or config_path(), tomli_w.dumps({"remotes": remotes}).encode("utf-8"), mode=0o600)
 
 
 def add_remote(name: str, url: str, blobs: str | None = None, path: Path | None = None) -> Remote:
     """Add or replace the remote ``name`` in ``config.toml`` and return it."""
     remote = Remote(name=name, url=url, blobs=blobs)
+    if blobs and url.startswith("file://"):
+        raise ConfigError(f"remote {name!r}: a directory store keeps its blobs in its own folder; "
+                          "drop --blobs (it is only for database URLs)")
     config = load_config(path)
     config.remotes[name] = remote
     save_config(config, path)
