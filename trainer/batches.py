@@ -23,7 +23,8 @@ def make_dataset(samples, cfg, backbone, train: bool, cache_dir: Path | None = N
         cache_dir = home_cache() / "frames"
     return VideoTextDataset(list(samples), num_frames=cfg.num_frames, image_size=backbone.image_size,
                             mean=backbone.image_mean, std=backbone.image_std, train=train,
-                            cache_dir=cache_dir, on_error=cfg.on_error, flip=cfg.hflip, seed=cfg.seed)
+                            cache_dir=cache_dir, on_error=cfg.on_error, flip=cfg.hflip, seed=cfg.seed,
+                            resize_size=backbone.resize_size)
 
 
 def frames_of(item: Any) -> torch.Tensor:

@@ -39,12 +39,14 @@ class VideoTextDataset(Dataset):
         seed: base seed of the per-item generators.
         cache_candidates: frames cached per range for training (the jitter they allow).
         short_side: resize while decoding (smaller cache files); None keeps the video's size.
+        resize_size: eval resize of the shorter side before the center crop
+            (``Backbone.resize_size``, as serving does); None: ``image_size``.
     """
 
     def __init__(self, samples: Sequence[Sample], num_frames: int, image_size: int, mean: Sequence[float],
                  std: Sequence[float], train: bool, cache_dir: Path | str | None = None,
                  on_error: str = "skip", flip: bool = True, seed: int = 0, cache_candidates: int = 4,
-                 short_side: int | None = None):
+                 short_side: int | None = None, resize_size: int | None = None):
         check_on_error(on_error)
         if not samples or num_frames < 1 or image_size < 1 or cache_candidates < 1:
             raise ConfigError(f"need samples and num_frames, image_size, cache_candidates >= 1; got "
@@ -55,7 +57,7 @@ class VideoTextDataset(Dataset):
         self.train, self.flip, self.seed, self.epoch = train, flip, seed, 0
         self.on_error = on_error
         self.cache = FrameCache(cache_dir) if cache_dir is not None else None
-        self.cache_candidates, self.short_side = cache_candidates, short_side
+        self.cache_candidates, self.short_side, self.resize_size = cache_candidates, short_side, resize_size
         self.skipped: list[Skipped] = []
 
     def __len__(self) -> int:
@@ -81,7 +83,8 @@ class VideoTextDataset(Dataset):
     def _item(self, i: int) -> torch.Tensor:
         rng = np.random.default_rng((self.seed, self.epoch, i))
         frames = self.frames(i, rng)
-        return preprocess_frames(frames, self.image_size, self.mean, self.std, self.train, rng, self.flip)
+        return preprocess_frames(frames, self.image_size, self.mean, self.std, self.train, rng, self.flip,
+                                 self.resize_size)
 
     def frames(self, i: int, rng: np.random.Generator) -> np.ndarray:
         """The (F, H, W, 3) uint8 frames of sample ``i``, through the cache when there is one."""

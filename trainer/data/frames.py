@@ -17,12 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from vopstore.errors import ConfigError, DataError
-
-
-def segment_bounds(n_total: int, num_frames: int) -> np.ndarray:
-    """(S, 2) array of [start, end) index ranges, S = min(num_frames, n_total)."""
-    edges = np.linspace(0, n_total, min(num_frames, n_total) + 1).astype(np.int64)
-    return np.stack([edges[:-1], edges[1:]], axis=1)
+from vopstore.video import frame_count, segment_bounds, uniform_indices  # one rule for training and serving
 
 
 def candidate_indices(n_total: int, num_frames: int, per_segment: int) -> np.ndarray:
@@ -41,12 +36,11 @@ def candidate_indices(n_total: int, num_frames: int, per_segment: int) -> np.nda
 
 def frame_indices(n_total: int, num_frames: int, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
     """``num_frames`` indices: middle of each range (eval) or a random frame in each (train)."""
+    if not train:
+        return np.asarray(uniform_indices(n_total, num_frames), dtype=np.int64)
     bounds = segment_bounds(n_total, num_frames)
-    if train:
-        rng = rng if rng is not None else np.random.default_rng()
-        idx = rng.integers(bounds[:, 0], np.maximum(bounds[:, 1], bounds[:, 0] + 1))
-    else:
-        idx = bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) // 2
+    rng = rng if rng is not None else np.random.default_rng()
+    idx = rng.integers(bounds[:, 0], np.maximum(bounds[:, 1], bounds[:, 0] + 1))
     return np.concatenate([idx, np.repeat(idx[-1:], num_frames - len(idx))])
 
 
@@ -123,18 +117,6 @@ def open_video(path: Path | str) -> Iterator[tuple[object, object, int]]:
 
 def _why(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
-
-
-def frame_count(stream, container) -> int:
-    """Frames in the stream: the header count, else duration x rate; 0 if unknown (decode all)."""
-    if stream.frames:
-        return int(stream.frames)
-    rate = stream.average_rate or stream.guessed_rate
-    if stream.duration and stream.time_base and rate:
-        return max(1, int(round(float(stream.duration * stream.time_base * rate))))
-    if container.duration and rate:
-        return max(1, int(round(container.duration / 1_000_000 * float(rate))))
-    return 0
 
 
 def decode_at(container, stream, indices: np.ndarray, path: Path | str, short_side: int | None) -> np.ndarray:

@@ -1,7 +1,8 @@
 """CLIP preprocessing of a clip's frames in plain torch (torchvision does not import here).
 
-Eval (spec §6.2 ``clip_test``): resize the shorter side to S (bicubic, antialiased),
-center-crop S x S, normalise. Train (``clip_train``): RandomResizedCrop(S,
+Eval (spec §6.2 ``clip_test``): resize the shorter side to R (the backbone's
+``resize_size``, bicubic, antialiased), center-crop S x S (``image_size``), normalise:
+the same functions serving uses (:mod:`vopstore.video`). Train (``clip_train``): RandomResizedCrop(S,
 scale=(0.5, 1.0)) + horizontal flip, the SAME crop and flip for every frame of
 the clip, then normalise. Flip is optional: it swaps left and right, so a task
 whose captions say "left"/"right" (the synthetic task) must turn it off.
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vopstore.errors import ConfigError
+from vopstore.video import center_crop, resize_shorter  # the eval transform serving uses too
 
 SCALE = (0.5, 1.0)
 RATIO = (3 / 4, 4 / 3)
@@ -24,7 +26,7 @@ RATIO = (3 / 4, 4 / 3)
 
 def preprocess_frames(frames: np.ndarray, image_size: int, mean: Sequence[float], std: Sequence[float],
                       train: bool = False, rng: np.random.Generator | None = None,
-                      flip: bool = True) -> torch.Tensor:
+                      flip: bool = True, resize_size: int | None = None) -> torch.Tensor:
     """Turn (F, H, W, 3) uint8 frames into the (F, 3, S, S) float tensor CLIP expects.
 
     Args:
@@ -34,6 +36,8 @@ def preprocess_frames(frames: np.ndarray, image_size: int, mean: Sequence[float]
         train: random resized crop (+ flip) instead of resize + center crop.
         rng: the randomness of the crop and flip (seed it for reproducible batches).
         flip: in training, flip horizontally with probability 0.5.
+        resize_size: R, the eval resize of the shorter side (``Backbone.resize_size``);
+            None: ``image_size``.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ConfigError(f"expected (F, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
@@ -44,27 +48,8 @@ def preprocess_frames(frames: np.ndarray, image_size: int, mean: Sequence[float]
         if flip and rng.random() < 0.5:
             x = x.flip(-1)
     else:
-        x = center_crop(resize_shorter(x.float().div_(255), image_size), image_size)
+        x = center_crop(resize_shorter(x.float().div_(255), resize_size or image_size), image_size)
     return normalize_(x.clamp_(0, 1), mean, std)
-
-
-def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic antialiased resize so the shorter side is ``size`` (torchvision Resize(int) sizing)."""
-    h, w = x.shape[-2:]
-    if min(h, w) == size:
-        return x
-    if h <= w:
-        new = (size, int(size * w / h))
-    else:
-        new = (int(size * h / w), size)
-    return F.interpolate(x, size=new, mode="bicubic", antialias=True, align_corners=False)
-
-
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Central ``size`` x ``size`` window (torchvision's rounding of the offsets)."""
-    h, w = x.shape[-2:]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return x[..., top:top + size, left:left + size]
 
 
 def crop_box(h: int, w: int, rng: np.random.Generator, scale=SCALE, ratio=RATIO) -> tuple[int, int, int, int]:
