@@ -158,3 +158,19 @@ def test_atomic_write_gives_the_mode_a_plain_open_gives(tmp_path):
     assert (tmp_path / "f.safetensors").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0o600
     assert (tmp_path / "private").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.safetensors", "private"]
+
+
+def test_validate_digest_is_the_one_sha256_check():
+    from vopstore.blobs.base import blob_key
+    from vopstore.checkpoint import validate_digest
+    from vopstore.errors import IntegrityError
+    from vopstore.store.cache import BlobCache
+
+    assert validate_digest("0f" * 32) == "0f" * 32
+    for bad in ("0F" * 32, "0f" * 31, "0f" * 33, "zz" * 32, "", None):
+        with pytest.raises(IntegrityError, match="invalid sha256 digest"):
+            validate_digest(bad)
+        with pytest.raises(ValueError, match="invalid sha256 digest"):
+            blob_key("acme", bad)
+        with pytest.raises(IntegrityError, match="invalid sha256 digest"):
+            BlobCache("/nonexistent").path(bad)

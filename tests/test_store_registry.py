@@ -324,3 +324,12 @@ def test_scoped_list_tasks_reads_only_its_own_aliases(store_spec, ckpt):
     event.listen(acme.engine, "before_cursor_execute", record_alias_queries)
     assert [(t.ref, t.aliases) for t in acme.list_tasks()] == [("acme/t", {"prod": 1})]
     assert len(alias_queries) == 1 and "WHERE alias.task_id IN" in alias_queries[0]
+
+
+def test_add_reads_the_file_once(registry, ckpt, monkeypatch):
+    from pathlib import Path
+
+    path, reads, real = ckpt(1), [], Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    registry.add("t", path)
+    assert reads.count(path) == 1

@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from vopstore.errors import FileMissingError, InvalidCheckpointError
+from vopstore.errors import FileMissingError, IntegrityError, InvalidCheckpointError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "vopstore"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # Longest value of each text field that the store's database columns hold.
 _MAX_LENGTHS = {"method": 64, "dtype": 32, "backbone_name": 255}
+_HEX = frozenset("0123456789abcdef")
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
@@ -76,7 +77,7 @@ class PromptSetMeta:
             if len(raw[key]) > limit:
                 raise InvalidCheckpointError(f"{source}: metadata field '{key}' is longer than {limit} characters")
         fingerprint = raw["backbone_fingerprint"]
-        if len(fingerprint) != 64 or not set(fingerprint) <= set("0123456789abcdef"):
+        if not is_sha256(fingerprint):
             raise InvalidCheckpointError(
                 f"{source}: metadata field 'backbone_fingerprint' must be a sha256 (64 lowercase hex digits), "
                 f"got {fingerprint[:70]!r}")
@@ -94,6 +95,18 @@ class CheckpointInfo:
     tensors: dict[str, tuple[str, tuple[int, ...]]]
     sha256: str
     size: int
+
+
+def is_sha256(text: str) -> bool:
+    """Whether ``text`` is a sha256 hex digest: 64 lowercase hex digits."""
+    return isinstance(text, str) and len(text) == 64 and set(text) <= _HEX
+
+
+def validate_digest(digest: str) -> str:
+    """Return ``digest`` if it is a sha256 hex digest, else raise IntegrityError (a ValueError)."""
+    if not is_sha256(digest):
+        raise IntegrityError(f"invalid sha256 digest {digest!r}: expected 64 lowercase hex digits")
+    return digest
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -174,13 +187,19 @@ def _check_tensor_table(header: dict, body_len: int, source: str) -> dict[str, t
     return table
 
 
-def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
-    """Validate the checkpoint file at ``path`` and describe it (no torch needed)."""
+def read_checkpoint(path: str | os.PathLike) -> tuple[bytes, PromptSetMeta, dict]:
+    """Read the checkpoint file at ``path`` once and validate it; return (its bytes, meta, tensor table)."""
     path = Path(path)
     if not path.is_file():
         raise FileMissingError(f"{path}: no such file; pass the path of a .safetensors prompt set")
     data = path.read_bytes()
-    meta, table = parse_checkpoint_bytes(data, str(path))
+    return (data, *parse_checkpoint_bytes(data, str(path)))
+
+
+def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
+    """Validate the checkpoint file at ``path`` and describe it (no torch needed)."""
+    path = Path(path)
+    data, meta, table = read_checkpoint(path)
     return CheckpointInfo(path=path, meta=meta, tensors=table, sha256=sha256_bytes(data), size=len(data))
 
 
@@ -232,10 +251,6 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[Promp
     """Validate and load a checkpoint; return (meta, {name: tensor})."""
     from safetensors.torch import load
 
-    info_path = Path(path)
-    if not info_path.is_file():
-        raise FileMissingError(f"{info_path}: no such file; pass the path of a .safetensors prompt set")
-    data = info_path.read_bytes()
-    meta, _ = parse_checkpoint_bytes(data, str(info_path))
+    data, meta, _ = read_checkpoint(path)
     tensors = {name: t.to(device) for name, t in load(data).items()}
     return meta, tensors

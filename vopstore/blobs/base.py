@@ -10,18 +10,14 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol, runtime_checkable
 
-from vopstore.checkpoint import sha256_bytes
+from vopstore.checkpoint import sha256_bytes, validate_digest
 from vopstore.errors import BlobNotFoundError, IntegrityError
 from vopstore.refs import validate_name
-
-_HEX = set("0123456789abcdef")
-
 
 def blob_key(tenant: str, digest: str) -> str:
     """The key of a blob; validates both parts so no user string reaches a path or bucket unchecked."""
     validate_name(tenant, "tenant")
-    if len(digest) != 64 or not set(digest) <= _HEX:
-        raise ValueError(f"invalid sha256 digest {digest!r}")
+    validate_digest(digest)
     return f"{tenant}/sha256/{digest[:2]}/{digest}"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vopstore.checkpoint import atomic_write_bytes, sha256_bytes, sha256_file
+from vopstore.checkpoint import atomic_write_bytes, sha256_bytes, sha256_file, validate_digest
 from vopstore.errors import IntegrityError
 from vopstore.home import cache_dir
 
@@ -23,8 +23,7 @@ class BlobCache:
 
     def path(self, digest: str) -> Path:
         """Where the blob with ``digest`` lives (whether or not it is there)."""
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-            raise IntegrityError(f"invalid sha256 digest {digest!r}")
+        validate_digest(digest)
         return self.root / "sha256" / digest[:2] / f"{digest}.safetensors"
 
     def get(self, digest: str) -> Path | None:

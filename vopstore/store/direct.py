@@ -20,11 +20,10 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from vopstore.blobs.base import blob_intact, blob_key, read_verified
-from vopstore.checkpoint import PromptSetMeta, canonical_json, inspect_checkpoint, parse_checkpoint_bytes, sha256_bytes
+from vopstore.checkpoint import PromptSetMeta, canonical_json, parse_checkpoint_bytes, read_checkpoint, sha256_bytes
 from vopstore.db.engine import translate_errors
 from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utcnow
-from vopstore.errors import (ConfigError, ConflictError, IntegrityError, InvalidCheckpointError,
-                             PermissionDeniedError, StoreUnavailableError)
+from vopstore.errors import ConfigError, ConflictError, IntegrityError, PermissionDeniedError, StoreUnavailableError
 from vopstore.refs import DEFAULT_TENANT, Ref, parse_ref, parse_task, validate_alias, validate_name
 from vopstore.store import sql
 from vopstore.store.cache import BlobCache
@@ -155,11 +154,8 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         ref = self._task(task)
         fields = {"metrics": _json_object(metrics, "metrics"), "training_config": _json_object(training_config,
                   "training_config"), "message": message, "parent": self._parent(parent), "created_by": self.user}
-        checked = inspect_checkpoint(path)
-        data = Path(path).read_bytes()
-        if sha256_bytes(data) != checked.sha256:
-            raise InvalidCheckpointError(f"{path}: the file changed while it was being added; add it again")
-        info, _ = self._store(ref.tenant, ref.task, checked.meta, data, fields, number=None)
+        data, meta, _ = read_checkpoint(path)  # read once: the bytes checked are the bytes stored
+        info, _ = self._store(ref.tenant, ref.task, meta, data, fields, number=None)
         return info
 
     def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
