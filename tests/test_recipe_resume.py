@@ -61,6 +61,9 @@ def test_log_is_jsonl_with_loss_lr_and_throughput(tmp_path, toy, tiny_backbone, 
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["loss"] > 0 and r["clips_per_s"] > 0 for r in rows)
     assert rows[0]["lr"] > rows[-1]["lr"] >= 0  # one warm-up step, then cosine decay
+    # each row logs the lr its step used: no warm-up in 3 steps, so step 1 ran at the full lr, step 3 at a
+    # quarter of it (cosine at 2/3), not the next step's (0 after the last step)
+    assert rows[0]["lr"] == pytest.approx(run.cfg.lr) and rows[-1]["lr"] == pytest.approx(run.cfg.lr / 4)
 
 
 def test_a_finished_run_trains_no_further_and_another_config_is_refused(tmp_path, toy, tiny_backbone,

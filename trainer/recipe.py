@@ -264,10 +264,10 @@ def train(run: Run, progress: bool = True, stop_after: int | None = None,
     loss = float("nan")
     with _Progress(progress and run.dist.is_main, run.total_steps, run.step) as bar:
         while run.step < end:
+            lr = run.scheduler.get_last_lr()[0]  # the lr this step uses (the scheduler steps after it)
             loss = _optimizer_step(run, autocast)
             run.step += 1
             rate = (run.step - start_step) * cfg.batch_size / (time.perf_counter() - start)
-            lr = run.scheduler.get_last_lr()[0]
             bar.update(run.step, loss, lr, rate)
             if run.step % cfg.log_every == 0 or run.step == end:
                 _log(run, {"step": run.step, "loss": loss, "lr": lr, "clips_per_s": rate})
