@@ -209,32 +209,49 @@ def bench_cold(r, store, refs: list[str], backbone, work: Path) -> tuple[float, 
     return local, s3
 
 
-def bench_text_mix(r, refs: list[str], rows: int = 64, repeats: int = 3) -> dict:
-    batch = texts(rows)
+def interleaved_medians(calls: dict, rounds: int) -> dict:
+    """Median seconds per call of each callable, run in turn every round.
+
+    Interleaving matters on a noisy machine: timing one variant after another lets a
+    slow spell land on one of them and shows up as a fake ratio between them.
+    """
+    for fn in calls.values():  # warm-up
+        fn()
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _mix_calls(encode, batch, tasks: list[str], counts) -> dict:
+    """{"none" | d | "seq{d}": callable}: no task, d tasks mixed in one batch, d sequential sub-batches."""
+    rows = len(batch)
+    calls = {"none": lambda: encode(batch)}
+    for d in [d for d in counts if d <= len(tasks)]:
+        row_tasks = [tasks[i % d] for i in range(rows)]
+        calls[d] = lambda row_tasks=row_tasks: encode(batch, tasks=row_tasks)
+        if d > 1:
+            calls[f"seq{d}"] = lambda d=d: [encode(batch[k::d], task=tasks[k]) for k in range(d)]
+    return calls
+
+
+def bench_text_mix(r, refs: list[str], rows: int = 64, rounds: int = 5) -> dict:
     tasks = [ref.split("@")[0] for ref in refs]
-    out = {"none": rows / median_s(lambda: r.encode_text(batch), repeats)}
-    for distinct in [d for d in (1, 4, 16, 64) if d <= len(tasks)]:
-        row_tasks = [tasks[i % distinct] for i in range(rows)]
-        out[distinct] = rows / median_s(lambda: r.encode_text(batch, tasks=row_tasks), repeats)
-        if distinct > 1:
-            out[f"seq{distinct}"] = rows / median_s(lambda: [r.encode_text(batch[k::distinct], task=tasks[k])
-                                                            for k in range(distinct)], repeats)
-    return out
+    calls = _mix_calls(r.encode_text, texts(rows), tasks, (1, 4, 16, 64))
+    return {name: rows / s for name, s in interleaved_medians(calls, rounds).items()}
 
 
-def bench_video_mix(r, refs: list[str], rows: int = 16, frames: int = 4, repeats: int = 2) -> dict:
+def bench_video_mix(r, refs: list[str], rows: int = 16, frames: int = 4, rounds: int = 3) -> dict:
     import torch
 
     pix = torch.randn(rows, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     tasks = [ref.split("@")[0] for ref in refs]
-    out = {}
-    for distinct in (1, 4, 16):
-        row_tasks = [tasks[i % distinct] for i in range(rows)]
-        out[distinct] = rows / median_s(lambda: r.encode_video(pix, tasks=row_tasks), repeats)
-        if distinct > 1:
-            out[f"seq{distinct}"] = rows / median_s(lambda: [r.encode_video(pix[k::distinct], task=tasks[k])
-                                                            for k in range(distinct)], repeats)
-    return out
+    calls = _mix_calls(r.encode_video, pix, tasks, (1, 4, 16))
+    del calls["none"]
+    return {name: rows / s for name, s in interleaved_medians(calls, rounds).items()}
 
 
 def main() -> None:
