@@ -34,7 +34,7 @@ class VopPConfig(MethodConfig):
 def check_frames(frames: int, num_frames: int, method: str) -> None:
     if frames > num_frames:
         raise ConfigError(f"{method} was built for at most {num_frames} frames per video, got {frames}; "
-                          "sample fewer frames or build it with num_frames={frames}")
+                          f"sample fewer frames or build it with num_frames={frames}")
 
 
 class VopP(PromptMethod):
