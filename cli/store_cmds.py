@@ -191,11 +191,12 @@ def remote_ls(as_json: bool = JSON) -> None:
 
 
 @app.command()
-def push(ref: str, remote: str = REMOTE) -> None:
-    """Copy a version from the local store to a remote."""
+def push(ref: str, remote: str = REMOTE,
+         force: bool = typer.Option(False, "--force", help="move an alias the remote points elsewhere")) -> None:
+    """Copy a version from the local store to a remote (with REF@alias, the alias too)."""
     from vopstore.store import open_remote, push as push_version
 
-    info = push_version(_store(), open_remote(remote), ref)
+    info = push_version(_store(), open_remote(remote), ref, force=force)
     typer.echo(f"pushed {info.ref} to {remote}")
 
 

@@ -10,7 +10,7 @@ acme/lsmdc@prod`` makes ``acme/lsmdc@prod`` resolve locally, offline.
 
 from __future__ import annotations
 
-from vopstore.errors import BlobNotFoundError, IntegrityError
+from vopstore.errors import BlobNotFoundError, ConflictError, IntegrityError
 from vopstore.refs import parse_ref
 from vopstore.store.info import VersionInfo
 from vopstore.store.registry import Registry
@@ -46,10 +46,28 @@ def _intact(registry: Registry, info: VersionInfo) -> bool:
     return True
 
 
-def push(src: Registry, dst: Registry, ref: str) -> VersionInfo:
-    """Copy a version from ``src`` (usually the local store) to ``dst`` (a remote)."""
+def push(src: Registry, dst: Registry, ref: str, *, force: bool = False) -> VersionInfo:
+    """Copy a version from ``src`` (usually the local store) to ``dst`` (a remote).
+
+    Pushing ``task@alias`` refuses to move an alias that already points at another
+    version on the remote (someone else promoted it) unless ``force``.
+    """
+    if not force:
+        _refuse_diverged_alias(src, dst, ref)
     info, _ = copy_version(src, dst, ref)
     return info
+
+
+def _refuse_diverged_alias(src: Registry, dst: Registry, ref: str) -> None:
+    parsed = parse_ref(ref, src.default_tenant)
+    if parsed.alias is None:
+        return
+    mine, theirs = src.resolve(ref), _find(dst, str(parsed))
+    if theirs is not None and theirs.digest != mine.digest:
+        raise ConflictError(
+            f"{parsed} points at v{theirs.number} on the remote but at v{mine.number} here; pull it to compare, "
+            f"push {parsed.task_ref}@v{mine.number} to copy the version without the alias, or --force to move it"
+        )
 
 
 def pull(src: Registry, dst: Registry, ref: str) -> VersionInfo:
