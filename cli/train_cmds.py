@@ -56,12 +56,12 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="print a JSON object instead of a table"),
 ) -> None:
     """Train a prompt set, evaluate it and register it as a new version of TASK."""
-    from vopstore.trainer.config import build_config
+    from vopstore.trainer.config import build_config, preset_for
     from vopstore.trainer.workflow import train_task
 
     overrides = {"method": method, "backbone": backbone, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "num_frames": num_frames, "max_steps": max_steps}
-    cfg = build_config(preset, overrides, sets)
+    cfg = build_config(preset_for(task, preset), overrides, sets)
     result = train_task(task, data, cfg, run_dir=run_dir, store=_open(store), message=message,
                         progress=not as_json and sys.stderr.isatty(), log=_say(as_json))
     if int(os.environ.get("RANK", "0")) != 0 or result.ref is None:
@@ -91,10 +91,10 @@ def eval_cmd(
     if zero_shot == bool(ref):
         raise ConfigError("give either a REF or --zero-shot (with --task), not both or neither")
     if zero_shot:
-        from vopstore.trainer.config import build_config
+        from vopstore.trainer.config import build_config, preset_for
         from vopstore.trainer.workflow import eval_zero_shot
 
-        cfg = build_config(preset, {"backbone": backbone}, sets)
+        cfg = build_config(preset_for(task, preset), {"backbone": backbone}, sets)
         name, out = f"{task or 'zero-shot'} (zero-shot)", {"task": task, "zero_shot": True}
         out["metrics"] = eval_zero_shot(data, cfg, progress=not as_json and sys.stderr.isatty())
     else:

@@ -58,3 +58,12 @@ def test_micro_batch_splits_the_global_batch():
 def test_parse_override_keeps_bare_strings():
     assert parse_override("backbone=/models/clip") == ("backbone", "/models/clip")
     assert parse_override("test-split=val1") == ("test_split", "val1")
+
+
+def test_a_task_named_like_a_preset_gets_it_unless_another_is_asked_for():
+    from vopstore.trainer.config import preset_for
+
+    assert preset_for("lsmdc", None) == "lsmdc"
+    assert preset_for("lsmdc", "didemo") == "didemo"
+    assert preset_for("my-own-task", None) is None
+    assert build_config(preset_for("lsmdc", None)).data_format == build_config("lsmdc").data_format

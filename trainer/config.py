@@ -123,6 +123,16 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def preset_for(task: str | None, preset: str | None) -> str | None:
+    """The preset to use: the one asked for, else the task's own name when a preset has it.
+
+    So ``vopstore train --task lsmdc`` gets the paper's LSMDC protocol without ``--preset``.
+    """
+    if preset is not None:
+        return preset
+    return task if task in list_presets() else None
+
+
 def preset_values(name: str) -> dict[str, Any]:
     """The raw key/values of one shipped preset (without the ``[preset]`` description table)."""
     path = resources.files("vopstore.trainer").joinpath("presets", f"{name}.toml")
