@@ -86,3 +86,11 @@ def test_user_errors_are_one_line_and_exit_1(capsys, argv, message):
         main(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 1 and err.startswith("error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_an_image_size_the_backbone_does_not_take_is_refused(capsys, toy_task, tiny_backbone_dir):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--task", "toy", "--data", str(toy_task.root), "--backbone", str(tiny_backbone_dir),
+              "--frames", "4", "--batch-size", "4", "--max-steps", "1", "--set", "image_size=224"])
+    last = capsys.readouterr().err.splitlines()[-1]  # progress lines come first on stderr
+    assert exc.value.code == 1 and last.startswith("error: image_size=224")

@@ -21,10 +21,21 @@ def make_dataset(samples, cfg, backbone, train: bool, cache_dir: Path | None = N
         from vopstore.home import cache_dir as home_cache
 
         cache_dir = home_cache() / "frames"
-    return VideoTextDataset(list(samples), num_frames=cfg.num_frames, image_size=backbone.image_size,
+    return VideoTextDataset(list(samples), num_frames=cfg.num_frames, image_size=image_size(cfg, backbone),
                             mean=backbone.image_mean, std=backbone.image_std, train=train,
                             cache_dir=cache_dir, on_error=cfg.on_error, flip=cfg.hflip, seed=cfg.seed,
                             resize_size=backbone.resize_size)
+
+
+def image_size(cfg, backbone) -> int:
+    """The backbone's input size; a config that names another one is refused, never silently ignored."""
+    from vopstore.errors import ConfigError
+
+    if cfg.image_size and cfg.image_size != backbone.image_size:
+        raise ConfigError(f"image_size={cfg.image_size} but backbone {backbone.name} takes "
+                          f"{backbone.image_size}px images; drop the setting (0 = the backbone's) or use a "
+                          f"backbone of that size")
+    return backbone.image_size
 
 
 def frames_of(item: Any) -> torch.Tensor:

@@ -43,7 +43,7 @@ class TrainConfig:
     grad_accum: int = 1
     eval_batch_size: int = 32
     num_frames: int = 12
-    image_size: int = 224
+    image_size: int = 0  # 0: the backbone's; otherwise it must match the backbone (checked at set-up)
     lr: float = 1e-3
     aux_lr: float = 1e-4  # BiLSTM / FC of VoP^C (spec §6.3)
     weight_decay: float = 0.2
@@ -65,11 +65,11 @@ class TrainConfig:
         """Raise :class:`ConfigError` naming the first bad field."""
         _check_types(self)
         positive = ("epochs", "batch_size", "grad_accum", "eval_batch_size", "num_frames",
-                    "image_size", "checkpoint_every", "log_every")
+                    "checkpoint_every", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "num_workers", "seed", "weight_decay", "grad_clip"):
+        for name in ("max_steps", "num_workers", "seed", "weight_decay", "grad_clip", "image_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and self.aux_lr > 0):
