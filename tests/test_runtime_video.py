@@ -65,7 +65,7 @@ def test_serving_and_eval_resize_to_resize_size_then_crop(tiny_backbone, synthet
     served = load_videos([clip.path], backbone, 4)[0]
     evaluated = preprocess_frames(load_frames(clip.path, 4), backbone.image_size, backbone.image_mean,
                                   backbone.image_std, resize_size=backbone.resize_size)
-    cfg = SimpleNamespace(frame_cache=False, num_frames=4, on_error="raise", hflip=False, seed=0)
+    cfg = SimpleNamespace(frame_cache=False, num_frames=4, on_error="raise", hflip=False, seed=0, image_size=0)
     item = make_dataset([Sample(clip.path, clip.caption, "c0")], cfg, backbone, train=False)[0][0]
     assert served.shape == (4, 3, backbone.image_size, backbone.image_size)
     torch.testing.assert_close(served, evaluated, atol=0, rtol=0)
