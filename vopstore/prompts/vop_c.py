@@ -9,7 +9,6 @@ all layers. The CLS tokens themselves are not modified.
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass
 
@@ -41,14 +40,20 @@ class VopCConfig(MethodConfig):
         _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
 
 
-@functools.lru_cache(maxsize=64)
-def _lstm_template(width: int, hidden: int, thread: int = 0) -> nn.LSTM:
+_templates = threading.local()
+
+
+def _lstm_template(width: int, hidden: int) -> nn.LSTM:
     """A weightless BiLSTM whose forward runs with any set's tensors via functional_call.
 
-    functional_call swaps tensors into the module for the duration of the call, so
-    concurrent callers (serving threads) need their own template: ``thread`` keys it.
+    functional_call swaps tensors into the module for the duration of the call, so a
+    template shared between serving threads is not safe: each thread keeps its own.
     """
-    return nn.LSTM(width, hidden, num_layers=1, bidirectional=True, batch_first=True, device="meta")
+    cache = _templates.__dict__.setdefault("by_size", {})
+    if (width, hidden) not in cache:
+        cache[width, hidden] = nn.LSTM(width, hidden, num_layers=1, bidirectional=True, batch_first=True,
+                                       device="meta")
+    return cache[width, hidden]
 
 
 def generate(tensors: dict, set_index: torch.Tensor, cls_tokens: torch.Tensor, n_tokens: int) -> torch.Tensor:
@@ -62,7 +67,7 @@ def generate(tensors: dict, set_index: torch.Tensor, cls_tokens: torch.Tensor, n
         rows = torch.arange(batch, device=cls_tokens.device) if len(sets) == 1 else (set_index == s).nonzero()[:, 0]
         lstm = {k.removeprefix("cmm."): v[s] for k, v in tensors.items() if k.startswith("cmm.")}
         x = cls_tokens[rows].to(weight.dtype)
-        y = functional_call(_lstm_template(width, hidden, threading.get_ident()), lstm, (x,))[0]
+        y = functional_call(_lstm_template(width, hidden), lstm, (x,))[0]
         y = torch.nn.functional.linear(y, weight[s], tensors["fc.bias"][s]).view(len(rows), frames, n_tokens, width)
         if len(sets) == 1:
             return y
