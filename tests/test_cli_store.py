@@ -10,6 +10,7 @@ import pytest
 
 from tests.fixtures.stores import checkpoint_bytes
 from vopstore.cli.app import main
+from vopstore.db.migrate import HEAD
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def test_remote_push_pull(run, ckpt, tmp_path):
 
 def test_db_upgrade(run, tmp_path):
     code, out, _ = run("db", "upgrade", "--url", f"sqlite:///{tmp_path / 'x.db'}")
-    assert code == 0 and "revision 0001" in out
+    assert code == 0 and f"revision {HEAD}" in out
 
 
 def test_ls_does_not_import_torch(tmp_path):
@@ -114,7 +115,7 @@ def test_db_upgrade_postgres_then_store_opens(run, postgres_db, tmp_path):
     from vopstore.store import open_store
 
     code, out, _ = run("db", "upgrade", "--url", postgres_db)
-    assert code == 0 and "revision 0001" in out
+    assert code == 0 and f"revision {HEAD}" in out
     assert open_store(postgres_db, blobs=tmp_path.as_uri()).list_tasks() == []
 
 

@@ -23,9 +23,10 @@ from vopstore.blobs.base import blob_intact, blob_key, read_verified
 from vopstore.checkpoint import PromptSetMeta, canonical_json, parse_checkpoint_bytes, read_checkpoint, sha256_bytes
 from vopstore.db.engine import translate_errors
 from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utcnow
-from vopstore.errors import ConfigError, ConflictError, IntegrityError, PermissionDeniedError, StoreUnavailableError
+from vopstore.errors import (ConfigError, ConflictError, IntegrityError, PermissionDeniedError, QuotaExceededError,
+                             StoreUnavailableError)
 from vopstore.refs import DEFAULT_TENANT, Ref, parse_ref, parse_task, validate_alias, validate_name
-from vopstore.store import sql
+from vopstore.store import audit, sql
 from vopstore.store.cache import BlobCache
 from vopstore.store.info import TaskInfo, VersionInfo
 from vopstore.store.maintenance import MaintenanceMixin
@@ -44,14 +45,17 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         url: the store's URL, used in messages.
         tenant: scope every call to this tenant (None: all tenants, refs default to ``local``).
         cache: the local cache that :meth:`fetch` fills (default: ``$VOPSTORE_HOME/cache``).
+        actor: who the audit log names for this handle's writes (default: the user name).
     """
 
-    def __init__(self, engine, blobs, *, url: str, tenant: str | None = None, cache: BlobCache | None = None) -> None:
+    def __init__(self, engine, blobs, *, url: str, tenant: str | None = None, cache: BlobCache | None = None,
+                 actor: str | None = None) -> None:
         self.url, self.engine, self.blobs = url, engine, blobs
         self.tenant = validate_name(tenant, "tenant") if tenant is not None else None
         self.default_tenant = self.tenant or DEFAULT_TENANT
         self.cache = cache or BlobCache()
         self.user = _created_by(os.environ.get("VOPSTORE_USER") or _login())
+        self.actor = actor or self.user
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
 
@@ -151,10 +155,20 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         Adding bytes that are already a version of this task returns that version
         (same content, same identity) instead of numbering a duplicate.
         """
+        _json_object(metrics, "metrics"), _json_object(training_config, "training_config")  # before any file I/O
+        data, _, _ = read_checkpoint(path)  # read once: the bytes checked are the bytes stored
+        return self.add_bytes(task, data, metrics=metrics, message=message, training_config=training_config,
+                              parent=parent)
+
+    def add_bytes(self, task: str, data: bytes, *, metrics: dict | None = None, message: str | None = None,
+                  training_config: dict | None = None, parent: str | None = None,
+                  created_by: str | None = None) -> VersionInfo:
+        """:meth:`add` for checkpoint bytes already in memory (the registry server's uploads)."""
         ref = self._task(task)
+        meta, _ = parse_checkpoint_bytes(data, f"{ref.task_ref} upload")
         fields = {"metrics": _json_object(metrics, "metrics"), "training_config": _json_object(training_config,
-                  "training_config"), "message": message, "parent": self._parent(parent), "created_by": self.user}
-        data, meta, _ = read_checkpoint(path)  # read once: the bytes checked are the bytes stored
+                  "training_config"), "message": message, "parent": self._parent(parent),
+                  "created_by": _created_by(created_by) or self.user}
         info, _ = self._store(ref.tenant, ref.task, meta, data, fields, number=None)
         return info
 
@@ -190,7 +204,10 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         """
         with self._session(write=True) as session:
             tenant_row = sql.get_or_create(session, Tenant, name=tenant)
-            blob = sql.get_or_create(session, Blob, {"size": len(data)}, tenant_id=tenant_row.id, digest=digest)
+            blob = session.scalars(select(Blob).where(Blob.tenant_id == tenant_row.id, Blob.digest == digest)).first()
+            if blob is None:
+                check_quota(session, tenant_row, len(data))
+                blob = sql.get_or_create(session, Blob, {"size": len(data)}, tenant_id=tenant_row.id, digest=digest)
             blob.created_at = utcnow()
         key = blob_key(tenant, digest)
         if not self.blobs.put(key, data) and not blob_intact(self.blobs, tenant, digest):
@@ -198,6 +215,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             self.blobs.put(key, data)
 
     def _insert(self, session, tenant, task, meta, digest, fields, number, aliases) -> tuple[VersionInfo, bool]:
+        action = "add" if number is None else "import"  # import: copied in from another store (push or pull)
         tenant_row = sql.get_or_create(session, Tenant, name=tenant)
         task_row = sql.get_or_create(session, Task, {"last_number": 0}, tenant_id=tenant_row.id, name=task)
         # Row lock on the task (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers).
@@ -207,7 +225,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             raise _BlobRowGone()
         existing = self._existing(session, task_row.id, blob.id, number, f"{tenant}/{task}", digest)
         if existing is not None:
-            self._set_aliases(session, task_row.id, existing, aliases)
+            self._set_aliases(session, task_row, existing, aliases)
             return sql.load_infos(session, Version.id == existing)[0], False
         if number is None:
             session.execute(update(Task).where(Task.id == task_row.id).values(last_number=Task.last_number + 1))
@@ -221,7 +239,9 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                           **{k: v for k, v in fields.items() if v is not None})
         session.add(version)
         session.flush()
-        self._set_aliases(session, task_row.id, version.id, aliases)
+        audit.record(session, tenant_row.id, action, self.actor,
+                     task=task, new={"version": number, "digest": digest})
+        self._set_aliases(session, task_row, version.id, aliases)
         return sql.load_infos(session, Version.id == version.id)[0], True
 
     @staticmethod
@@ -240,14 +260,18 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 "the two stores diverged: remove one of them or copy under another task name")
         return row.id
 
-    @staticmethod
-    def _set_aliases(session, task_id: int, version_id: int, aliases) -> None:
+    def _set_aliases(self, session, task_row: Task, version_id: int, aliases) -> None:
+        """Point each alias at ``version_id``, recording every actual move in the audit log."""
         for name in aliases:
-            row = session.scalars(select(Alias).where(Alias.task_id == task_id, Alias.name == name)).first()
+            row = session.scalars(select(Alias).where(Alias.task_id == task_row.id, Alias.name == name)).first()
+            old = None if row is None else row.version_id
             if row is None:
-                session.add(Alias(task_id=task_id, name=name, version_id=version_id))
+                session.add(Alias(task_id=task_row.id, name=name, version_id=version_id))
             elif row.version_id != version_id:
                 row.version_id, row.updated_at = version_id, utcnow()
+            if old != version_id:
+                audit.record(session, task_row.tenant_id, "tag", self.actor, task=task_row.name,
+                             old=_alias_value(session, name, old), new=_alias_value(session, name, version_id))
         session.flush()
 
     def _parent(self, parent: str | None) -> str | None:
@@ -275,7 +299,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 tid = sql.require_task_id(session, parsed, self.url)
                 if expected_digest is not None:
                     self._compare_alias(session, tid, alias, expected_digest, parsed.task_ref)
-                self._set_aliases(session, tid, vid, (alias,))
+                self._set_aliases(session, session.get(Task, tid), vid, (alias,))
                 return sql.load_infos(session, Version.id == vid)[0]
 
         return self._retrying(attempt)
@@ -297,7 +321,10 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         def attempt():
             with self._session(write=True) as session:
                 tid = sql.require_task_id(session, parsed, self.url)
-                sql.version_id(session, Ref(parsed.tenant, parsed.task, alias=validate_alias(alias)), self.url)
+                vid = sql.version_id(session, Ref(parsed.tenant, parsed.task, alias=validate_alias(alias)), self.url)
+                task_row = session.get(Task, tid)
+                audit.record(session, task_row.tenant_id, "untag", self.actor, task=task_row.name,
+                             old=_alias_value(session, alias, vid))
                 session.execute(delete(Alias).where(Alias.task_id == tid, Alias.name == alias))
 
         self._retrying(attempt)
@@ -316,11 +343,25 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 if info.aliases and not force:
                     raise ConflictError(f"{info.ref} is aliased as {', '.join(info.aliases)}; "
                                         "move or untag the aliases first, or pass --force to drop them too")
+                task_row = session.get(Task, sql.require_task_id(session, parsed, self.url))
+                audit.record(session, task_row.tenant_id, "rm", self.actor, task=task_row.name,
+                             old={"version": info.number, "digest": info.digest, "aliases": list(info.aliases)})
                 session.execute(delete(Alias).where(Alias.version_id == vid))
                 session.execute(delete(Version).where(Version.id == vid))
             return info
 
         return self._retrying(attempt)
+
+    def log(self, task: str | None = None, limit: int | None = None) -> list[dict]:
+        """The audit log of ``task`` (or of the whole tenant), oldest first: who changed what, when, old and new."""
+        if task is None:
+            tenant = self._scope(self.default_tenant)
+            name = None
+        else:
+            parsed = self._task(task)
+            tenant, name = parsed.tenant, parsed.task
+        with self._session() as session:
+            return audit.entries(session, tenant, name, limit)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -341,6 +382,25 @@ def _json_object(value: dict | None, what: str) -> dict | None:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{what} is not JSON-serialisable ({exc}); use numbers, strings, lists and objects") from None
     return value
+
+
+def _alias_value(session, alias: str, version_id: int | None) -> dict | None:
+    """What an alias points at, as the audit log records it."""
+    if version_id is None:
+        return None
+    number, digest = session.execute(select(Version.number, Blob.digest).join(Blob, Version.blob_id == Blob.id)
+                                     .where(Version.id == version_id)).one()
+    return {"alias": alias, "version": number, "digest": digest}
+
+
+def check_quota(session, tenant_row: Tenant, size: int) -> None:
+    """Refuse a new blob that would take the tenant past its quota."""
+    if tenant_row.quota_bytes is None:
+        return
+    used = session.scalar(select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.tenant_id == tenant_row.id))
+    if used + size > tenant_row.quota_bytes:
+        raise QuotaExceededError(f"tenant {tenant_row.name!r} would hold {used + size} bytes, over its quota of "
+                                 f"{tenant_row.quota_bytes}; remove versions and run gc, or ask for a larger quota")
 
 
 def _created_by(user: str | None) -> str | None:
