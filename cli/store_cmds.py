@@ -1,4 +1,4 @@
-"""Store commands: add, ls, show, tag, untag, rm, export, verify, gc, db, remote, push, pull.
+"""Store commands: add, ls, show, tag, untag, rm, export, verify, gc, fsck, db, remote, push, pull.
 
 Each command parses its arguments and calls vopstore.store; nothing here imports
 torch, and SQLAlchemy is imported only when a command runs.
@@ -123,8 +123,19 @@ def export(ref: str, file: Path) -> None:
     info = store.resolve(ref)
     if file.is_dir():
         file = file / f"{info.task}-v{info.number}.safetensors"
+    _refuse_inside_store(file)
     atomic_write_bytes(file, store.fetch(info).read_bytes())
     typer.echo(f"{info.ref} -> {file}")
+
+
+def _refuse_inside_store(target: Path) -> None:
+    """An export must never overwrite the store's own files (its database, its blobs)."""
+    from vopstore.home import local_store_dir
+
+    store_dir = local_store_dir().resolve()
+    if target.resolve().is_relative_to(store_dir):
+        raise ConfigError(f"{target}: refusing to export into the store's own folder {store_dir}; "
+                          "choose a path outside it")
 
 
 @app.command()
@@ -144,14 +155,49 @@ def verify(ref: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> N
 
 @app.command()
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be removed."),
-       grace: float = typer.Option(3600.0, "--grace", help="Keep blobs touched in the last GRACE seconds.")) -> None:
+       grace: float = typer.Option(3600.0, "--grace", help="Keep blobs touched in the last GRACE seconds."),
+       force: bool = typer.Option(False, "--force", help="Allow deleting more than half of the blobs.")) -> None:
     """Delete blobs that no version references.
 
     A blob folder or bucket prefix belongs to one database: blobs there that this
     database does not know are deleted too, so never share one between stores.
     """
-    count = _store().gc(grace_s=grace, dry_run=dry_run)
+    count = _store().gc(grace_s=grace, dry_run=dry_run, force=force)
     typer.echo(f"{'would remove' if dry_run else 'removed'} {count} blob(s)")
+
+
+@app.command()
+def fsck(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the database from the blob store's records."),
+         url: Optional[str] = typer.Option(None, "--url", help="Store or database URL (default: the local store)."),
+         blobs: Optional[str] = typer.Option(None, "--blobs", help="Blob store URL, with a database URL."),
+         as_json: bool = JSON) -> None:
+    """Compare the database with the blob store's manifests; with --rebuild, restore a lost database from them."""
+    from vopstore.store.recovery import check_store, rebuild_store
+
+    if not rebuild:
+        problems = check_store(url, blobs=blobs)
+        if as_json:
+            print_json({"ok": not problems, "problems": problems})
+        for line in [] if as_json else problems:
+            typer.echo(line)
+        if problems:
+            fail(f"{len(problems)} problem(s); 'vopstore fsck --rebuild' restores the database from the blob store")
+        if not as_json:
+            typer.echo("ok")
+        return
+    report = rebuild_store(url, blobs=blobs)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        if report.moved_aside:
+            typer.echo(f"moved the old database aside to {report.moved_aside}")
+        for line in [*(f"restored {r}" for r in report.restored), *(f"removed {r}" for r in report.removed),
+                     *report.aliases, *(f"recorded {r}" for r in report.recorded), *report.problems]:
+            typer.echo(line)
+        typer.echo(f"rebuilt {report.store}: {len(report.restored)} version(s) restored, {len(report.removed)} "
+                   f"removed, {len(report.aliases)} alias(es) set; store id {report.store_id}")
+    if report.problems:
+        fail(f"{len(report.problems)} record(s) could not be restored (listed above)")
 
 
 @db_app.command("upgrade")
@@ -170,11 +216,17 @@ def db_upgrade(url: Optional[str] = typer.Option(None, "--url", help="Database U
 
 
 @remote_app.command("add")
-def remote_add(name: str, url: str, blobs: Optional[str] = typer.Option(None, "--blobs", help="Blob store URL.")) -> None:
-    """Add (or replace) remote NAME in config.toml."""
+def remote_add(name: str, url: str, blobs: Optional[str] = typer.Option(None, "--blobs", help="Blob store URL."),
+               token: Optional[str] = typer.Option(None, "--token", help="API token of an https:// registry; "
+                                                   "'-' reads it from stdin (kept out of the process list).")) -> None:
+    """Add (or replace) remote NAME in config.toml (written with mode 0600)."""
+    import sys
+
     from vopstore.config import add_remote
 
-    remote = add_remote(name, url, blobs)
+    if token == "-":
+        token = sys.stdin.readline().strip()
+    remote = add_remote(name, url, blobs, token=token or None)
     typer.echo(f"remote {remote.name} -> {remote.url}" + (f" (blobs {remote.blobs})" if remote.blobs else ""))
 
 

@@ -53,7 +53,7 @@ def test_export_and_verify(run, ckpt, tmp_path, vopstore_home):
     assert out_file.read_bytes() == checkpoint_bytes(3)
     assert run("verify") == (0, "ok\n", "")
     assert json.loads(run("verify", "--json")[1]) == {"ok": True, "problems": []}
-    blob = next(p for p in (vopstore_home / "store" / "blobs").rglob("*") if p.is_file())
+    blob = next(p for p in (vopstore_home / "store" / "blobs").rglob("*") if p.is_file() and "sha256" in p.parts)
     blob.chmod(0o644)
     data = blob.read_bytes()
     blob.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
@@ -123,7 +123,7 @@ def test_pull_repairs_a_corrupt_blob_as_the_verify_message_advises(run, ckpt, tm
     assert run("remote", "add", "origin", (tmp_path / "remote").as_uri())[0] == 0
     run("add", "t", str(ckpt(1)))
     assert run("push", "t@v1")[0] == 0
-    blob = next(p for p in (vopstore_home / "store" / "blobs").rglob("*") if p.is_file())
+    blob = next(p for p in (vopstore_home / "store" / "blobs").rglob("*") if p.is_file() and "sha256" in p.parts)
     blob.chmod(0o644)
     data = blob.read_bytes()
     blob.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))

@@ -136,4 +136,5 @@ def test_gc_on_s3_skips_keys_it_did_not_make(pg_s3_spec, ckpt, s3_env, s3_bucket
     client.put_object(Bucket=s3_bucket, Key=orphan, Body=b"orphan")
     assert remote.gc(grace_s=0) == 1
     left = {item["Key"] for item in client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
-    assert left == {"vop/x/", "vop/README", "vop/local/sha256/zz/readme", f"vop/{blob_key('local', info.digest)}"}
+    assert left == {"vop/x/", "vop/README", "vop/local/sha256/zz/readme", f"vop/{blob_key('local', info.digest)}",
+                    "vop/_vopstore/store-id", "vop/local/manifests/t/v1.json"}

@@ -8,6 +8,10 @@ Example::
 
     [remotes.backup]
     url = "file:///mnt/backup/vopstore"
+
+    [remotes.team]
+    url = "https://registry.example.com"
+    token = "vop_..."          # the file is written with mode 0600
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Remote:
     name: str
     url: str
     blobs: str | None = None
+    token: str | None = field(default=None, repr=False)  # an API token for an https:// registry
 
     def __post_init__(self) -> None:
         validate_name(self.name, "remote name")
@@ -69,7 +74,7 @@ def load_config(path: Path | None = None) -> Config:
     for name, entry in (raw.get("remotes") or {}).items():
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
             raise ConfigError(f"{path}: remote {name!r} needs a 'url' string")
-        remotes[name] = Remote(name=name, url=entry["url"], blobs=entry.get("blobs"))
+        remotes[name] = Remote(name=name, url=entry["url"], blobs=entry.get("blobs"), token=entry.get("token"))
     return Config(remotes=remotes)
 
 
@@ -86,9 +91,13 @@ def save_config(config: Config, path: Path | None = None) -> None:
     atomic_write_bytes(path or config_path(), tomli_w.dumps({"remotes": remotes}).encode("utf-8"), mode=0o600)
 
 
-def add_remote(name: str, url: str, blobs: str | None = None, path: Path | None = None) -> Remote:
-    """Add or replace the remote ``name`` in ``config.toml`` and return it."""
-    remote = Remote(name=name, url=url, blobs=blobs)
+def add_remote(name: str, url: str, blobs: str | None = None, path: Path | None = None,
+               token: str | None = None) -> Remote:
+    """Add or replace the remote ``name`` in ``config.toml`` (mode 0600: it may hold a token) and return it."""
+    remote = Remote(name=name, url=url, blobs=blobs, token=token)
+    if token and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"remote {name!r}: a token is for an https:// registry; a database remote uses its URL's "
+                          "credentials")
     if blobs and url.startswith("file://"):
         raise ConfigError(f"remote {name!r}: a directory store keeps its blobs in its own folder; "
                           "drop --blobs (it is only for database URLs)")

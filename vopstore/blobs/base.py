@@ -8,6 +8,7 @@ cannot learn whether another holds the same bytes. Backends only move bytes;
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Iterator, Protocol, runtime_checkable
 
 from vopstore.checkpoint import sha256_bytes, validate_digest
@@ -52,6 +53,10 @@ class BlobBackend(Protocol):
         ...
 
     def exists(self, key: str) -> bool: ...
+
+    def modified(self, key: str) -> datetime:
+        """When ``key`` was written (timezone-aware UTC); BlobNotFoundError if absent."""
+        ...
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""

@@ -15,6 +15,9 @@ from vopstore.errors import InvalidRefError
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PREFIX_CHARS = re.compile(r"[A-Za-z0-9._/-]*")
 MAX_KEY_LENGTH = 512
+# vopstore's own bookkeeping (the store id) lives under this first segment. Its leading '_' can never
+# start a tenant name, so no tenant's keys, and none of gc's candidates, ever fall under it.
+RESERVED_SEGMENT = "_vopstore"
 
 
 def validate_key(key: str) -> str:
@@ -22,6 +25,8 @@ def validate_key(key: str) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidRefError(f"invalid blob key {key!r}: expected a non-empty key like 'tenant/sha256/ab/<digest>'")
     parts = key.split("/")
+    if parts[0] == RESERVED_SEGMENT and len(parts) > 1:
+        parts = parts[1:]
     if not all(_SEGMENT.fullmatch(part) and ".." not in part for part in parts):
         raise InvalidRefError(
             f"invalid blob key {key!r}: segments must start with a letter or digit and use only "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -65,6 +66,15 @@ class LocalBlobs:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def modified(self, key: str) -> datetime:
+        """When ``key`` was written (UTC); BlobNotFoundError if absent. gc's grace reads it."""
+        try:
+            return datetime.fromtimestamp(self.path(key).stat().st_mtime, timezone.utc)
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise BlobNotFoundError(f"no blob {key} in {self.url}") from err
+        except OSError as err:
+            raise self._os_error("stat", key, err) from err
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""

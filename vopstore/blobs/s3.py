@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import boto3.session
@@ -135,12 +136,25 @@ class S3Blobs:
                 return False
             raise error from err
 
+    def modified(self, key: str) -> datetime:
+        """When ``key`` was written (UTC, the server's LastModified); BlobNotFoundError if absent."""
+        try:
+            stamp = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))["LastModified"]
+        except (ClientError, BotoCoreError) as err:
+            raise self._translate(err, "check", key) from err
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
     def delete(self, key: str) -> None:
         """Remove ``key``; S3 deletes are idempotent, so a missing key is fine."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
         except (ClientError, BotoCoreError) as err:
             raise self._translate(err, "delete", key) from err
+
+    def presigned_get(self, key: str, expires_s: int = 60) -> str:
+        """A URL that reads ``key`` without credentials for ``expires_s`` seconds (the registry server's downloads)."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
+                                                  "Key": self.object_key(key)}, ExpiresIn=int(expires_s))
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield every key starting with ``prefix`` (S3 lists in key order)."""

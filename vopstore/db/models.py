@@ -149,3 +149,18 @@ class AuditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_audit_tenant_id_task", "tenant_id", "task"),)
+
+
+class StoreIdentity(Base):
+    """The store's id, written both here and in its blob store (``_vopstore/store-id``).
+
+    Checked on every open, so that a lost, emptied or foreign database beside a
+    blob store that holds another store's data is refused instead of being taken
+    for an empty store (whose gc would then delete every blob). One row, id 1.
+    """
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

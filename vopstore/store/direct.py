@@ -26,7 +26,7 @@ from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utc
 from vopstore.errors import (ConfigError, ConflictError, IntegrityError, PermissionDeniedError, QuotaExceededError,
                              StoreUnavailableError)
 from vopstore.refs import DEFAULT_TENANT, Ref, parse_ref, parse_task, validate_alias, validate_name
-from vopstore.store import audit, sql
+from vopstore.store import audit, manifest, sql
 from vopstore.store.cache import BlobCache
 from vopstore.store.info import TaskInfo, VersionInfo
 from vopstore.store.maintenance import MaintenanceMixin
@@ -155,22 +155,33 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         Adding bytes that are already a version of this task returns that version
         (same content, same identity) instead of numbering a duplicate.
         """
-        _json_object(metrics, "metrics"), _json_object(training_config, "training_config")  # before any file I/O
+        json_object(metrics, "metrics"), json_object(training_config, "training_config")  # before any file I/O
         data, _, _ = read_checkpoint(path)  # read once: the bytes checked are the bytes stored
         return self.add_bytes(task, data, metrics=metrics, message=message, training_config=training_config,
-                              parent=parent)
+                              parent=parent)[0]
 
     def add_bytes(self, task: str, data: bytes, *, metrics: dict | None = None, message: str | None = None,
                   training_config: dict | None = None, parent: str | None = None,
-                  created_by: str | None = None) -> VersionInfo:
-        """:meth:`add` for checkpoint bytes already in memory (the registry server's uploads)."""
+                  created_by: str | None = None) -> tuple[VersionInfo, bool]:
+        """:meth:`add` for checkpoint bytes already in memory (the registry server's); (info, whether new)."""
         ref = self._task(task)
         meta, _ = parse_checkpoint_bytes(data, f"{ref.task_ref} upload")
-        fields = {"metrics": _json_object(metrics, "metrics"), "training_config": _json_object(training_config,
+        fields = {"metrics": json_object(metrics, "metrics"), "training_config": json_object(training_config,
                   "training_config"), "message": message, "parent": self._parent(parent),
                   "created_by": _created_by(created_by) or self.user}
-        info, _ = self._store(ref.tenant, ref.task, meta, data, fields, number=None)
-        return info
+        return self._store(ref.tenant, ref.task, meta, data, fields, number=None)
+
+    def upload(self, data: bytes, tenant: str | None = None) -> str:
+        """Validate checkpoint bytes and stage them as a blob of ``tenant``; return their digest.
+
+        The registry server's first step of an add or push: the version row that
+        references the blob comes in a second request (gc's grace protects the blob meanwhile).
+        """
+        tenant = self._scope(tenant or self.default_tenant)
+        parse_checkpoint_bytes(data, "upload")
+        digest = sha256_bytes(data)
+        self._retrying(lambda: self._stage_blob(tenant, digest, data))
+        return digest
 
     def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
         """Store a version copied from another store, keeping its number and metadata.
@@ -195,7 +206,10 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             with self._session(write=True) as session:
                 return self._insert(session, tenant, task, meta, digest, fields, number, aliases)
 
-        return self._retrying(attempt)
+        info, created = self._retrying(attempt)
+        manifest.record_version(self.blobs, info, created)  # after the commit: the blobs alone can rebuild the db
+        manifest.record_aliases(self.blobs, info, aliases, self.actor)
+        return info, created
 
     def _stage_blob(self, tenant: str, digest: str, data: bytes) -> None:
         """Record the blob row (its time protects it from gc while in flight), then upload the bytes.
@@ -263,7 +277,10 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
     def _set_aliases(self, session, task_row: Task, version_id: int, aliases) -> None:
         """Point each alias at ``version_id``, recording every actual move in the audit log."""
         for name in aliases:
-            row = session.scalars(select(Alias).where(Alias.task_id == task_row.id, Alias.name == name)).first()
+            # FOR UPDATE: a concurrent move waits here and then reads this one's result, so the
+            # audit log's old -> new chain is exactly the order in which the moves happened.
+            row = session.scalars(select(Alias).where(Alias.task_id == task_row.id, Alias.name == name)
+                                  .with_for_update()).first()
             old = None if row is None else row.version_id
             if row is None:
                 session.add(Alias(task_id=task_row.id, name=name, version_id=version_id))
@@ -302,7 +319,9 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 self._set_aliases(session, session.get(Task, tid), vid, (alias,))
                 return sql.load_infos(session, Version.id == vid)[0]
 
-        return self._retrying(attempt)
+        info = self._retrying(attempt)
+        manifest.record_alias(self.blobs, info.tenant, info.task, alias, info, self.actor)
+        return info
 
     @staticmethod
     def _compare_alias(session, task_id: int, alias: str, expected: str, task_ref: str) -> None:
@@ -328,6 +347,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 session.execute(delete(Alias).where(Alias.task_id == tid, Alias.name == alias))
 
         self._retrying(attempt)
+        manifest.record_alias(self.blobs, parsed.tenant, parsed.task, alias, None, self.actor)
 
     def remove(self, ref: str, force: bool = False) -> VersionInfo:
         """Delete the version ``ref`` names; refused while an alias points to it unless ``force``.
@@ -350,7 +370,9 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 session.execute(delete(Version).where(Version.id == vid))
             return info
 
-        return self._retrying(attempt)
+        info = self._retrying(attempt)
+        manifest.record_removal(self.blobs, info, self.actor)  # a tombstone: a rebuild must not resurrect it
+        return info
 
     def log(self, task: str | None = None, limit: int | None = None) -> list[dict]:
         """The audit log of ``task`` (or of the whole tenant), oldest first: who changed what, when, old and new."""
@@ -372,7 +394,7 @@ class _BlobRowGone(Exception):
     """Internal: the staged blob row vanished before its version was written; the write is retried."""
 
 
-def _json_object(value: dict | None, what: str) -> dict | None:
+def json_object(value: dict | None, what: str) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict):

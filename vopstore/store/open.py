@@ -2,7 +2,8 @@
 
 * ``None``: the local store in ``$VOPSTORE_HOME/store`` (created and upgraded on first use);
 * ``file:///dir`` or a folder path: a directory store (``dir/store.db`` + ``dir/blobs``), also auto-upgraded;
-* ``sqlite:///file`` or ``postgresql+psycopg://...`` plus ``blobs=`` (``file:///...`` or ``s3://bucket/prefix``).
+* ``sqlite:///file`` or ``postgresql+psycopg://...`` plus ``blobs=`` (``file:///...`` or ``s3://bucket/prefix``);
+* ``https://host``: a registry server, reached with ``token`` (default: ``$VOPSTORE_TOKEN``).
   A shared PostgreSQL database is never migrated implicitly: ``vopstore db upgrade --url URL`` does that.
 """
 
@@ -27,7 +28,7 @@ def open_store(url: str | None = None, tenant: str | None = None, *, blobs: str 
         url: see the module docstring; None is the local store.
         tenant: scope the registry to this tenant (it then reaches only that tenant's tasks).
         blobs: blob store URL, required with a database URL.
-        token: an API token; scopes the registry to the token's tenant.
+        token: an API token; scopes the registry to the token's tenant (for https://, the only credential).
 
     Raises:
         ConfigError: malformed or unsupported URL; StoreUnavailableError: database unreachable or not upgraded.
@@ -37,7 +38,9 @@ def open_store(url: str | None = None, tenant: str | None = None, *, blobs: str 
 
         return _open_dir(local_store_dir(), tenant, token, url="local")
     if url.startswith(("http://", "https://")):
-        raise ConfigError(f"{url}: HTTP registries are not supported by this vopstore yet; use a file:// or database URL")
+        from vopstore.store.http import HttpRegistry
+
+        return HttpRegistry(url, token, tenant=tenant)
     if url.startswith(_DB_SCHEMES):
         if not blobs:
             raise ConfigError("a database URL needs a blob store too: open_store(url, blobs='s3://bucket/prefix')")
@@ -68,6 +71,7 @@ def _open_db(db_url: str, blobs_url: str, tenant: str | None, token: str | None,
              name: str | None = None) -> Registry:
     from vopstore.blobs import open_blobs
     from vopstore.db import ensure_head, make_engine, redact, require_head, translate_errors
+    from vopstore.store.identity import check_identity
 
     shown = name or redact(db_url)
     engine = make_engine(db_url)
@@ -77,6 +81,7 @@ def _open_db(db_url: str, blobs_url: str, tenant: str | None, token: str | None,
         else:
             require_head(engine, redact(db_url))
     registry = DirectRegistry(engine, open_blobs(blobs_url), url=shown, tenant=tenant)
+    check_identity(registry)  # a lost or foreign database beside these blobs is refused, not taken as empty
     if token is not None:
         scoped = registry.tenant_for_token(token)
         if tenant is not None and tenant != scoped:
@@ -90,4 +95,4 @@ def open_remote(name: str, tenant: str | None = None, token: str | None = None) 
     from vopstore.config import load_config
 
     remote = load_config().remote(name)
-    return open_store(remote.url, tenant, blobs=remote.blobs, token=token)
+    return open_store(remote.url, tenant, blobs=remote.blobs, token=token or remote.token)

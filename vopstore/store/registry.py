@@ -1,4 +1,4 @@
-"""The one interface every store implements: direct (database + blobs) now, HTTP later."""
+"""The one interface every store implements: direct (database + blobs) and HTTP (the registry server's client)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ class Registry(Protocol):
 
     def verify(self, ref: str | None = None) -> list[str]: ...
 
-    def gc(self, grace_s: float = 3600.0, dry_run: bool = False) -> int: ...
+    def log(self, task: str | None = None, limit: int | None = None) -> list[dict]:
+        """The audit log of ``task`` (or of the whole tenant): who changed what, when, old and new value."""
+        ...
+
+    def gc(self, grace_s: float = 3600.0, dry_run: bool = False, force: bool = False) -> int: ...
 
     def close(self) -> None: ...

@@ -20,8 +20,13 @@ def task_id(session, tenant: str, task: str) -> int | None:
 def require_task_id(session, ref: Ref, where: str) -> int:
     found = task_id(session, ref.tenant, ref.task)
     if found is None:
-        raise TaskNotFoundError(f"no task {ref.task_ref} in {where}; list tasks with 'vopstore ls'")
+        raise task_not_found(ref, where)
     return found
+
+
+def task_not_found(ref: Ref, where: str) -> TaskNotFoundError:
+    """The one answer for a missing task (the registry server gives it for other tenants' tasks too)."""
+    return TaskNotFoundError(f"no task {ref.task_ref} in {where}; list tasks with 'vopstore ls'")
 
 
 def version_id(session, ref: Ref, where: str) -> int:

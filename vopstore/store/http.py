@@ -1,0 +1,261 @@
+"""The HTTP registry: the registry server's client, a :class:`~vopstore.store.registry.Registry` like the direct one.
+
+It holds a token, never database or bucket credentials. Idempotent calls are
+retried with backoff on connection errors, timeouts, 5xx and 429, then surface
+as one-line :class:`StoreUnavailableError` naming the URL. Problem documents
+map back onto the :mod:`vopstore.errors` classes by their ``code``. Downloaded
+bytes are verified against the digest the registry recorded, whether they came
+through the server or from a presigned S3 URL.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+from vopstore import __version__
+from vopstore.checkpoint import read_checkpoint, sha256_bytes
+from vopstore.errors import (AuthenticationError, ConfigError, IntegrityError, RateLimitedError,
+                             StoreUnavailableError, VopstoreError, error_for_code)
+from vopstore.refs import parse_ref, parse_task
+from vopstore.store.cache import BlobCache
+from vopstore.store.info import TaskInfo, VersionInfo
+
+RETRIED_STATUS = {429, 502, 503, 504}
+MAX_RETRY_WAIT_S = 10.0
+
+
+class HttpRegistry:
+    """A registry server at ``url``, reached with ``token`` (default: ``$VOPSTORE_TOKEN``).
+
+    Args:
+        url: ``https://host[:port]`` (``http://`` for loopback or behind a trusted network).
+        token: an API token; its tenant is this registry's scope.
+        tenant: if given, must be the token's tenant.
+        cache: the local cache that :meth:`fetch` fills (default: ``$VOPSTORE_HOME/cache``).
+        timeout_s: per-request timeout; retries: attempts for idempotent calls (``$VOPSTORE_HTTP_RETRIES``).
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, tenant: str | None = None,
+                 cache: BlobCache | None = None, timeout_s: float = 30.0, retries: int | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        token = token or os.environ.get("VOPSTORE_TOKEN")
+        if not token:
+            raise ConfigError(f"{self.url} needs a token: set VOPSTORE_TOKEN, or 'vopstore remote add NAME {self.url} "
+                              "--token -' and paste it")
+        if not all("!" <= ch <= "~" for ch in token):
+            raise ConfigError(f"the token for {self.url} has spaces or non-ASCII characters; copy it again")
+        self._wanted_tenant, self._identity = tenant, None
+        self.cache = cache or BlobCache()
+        self.retries = retries if retries is not None else int(os.environ.get("VOPSTORE_HTTP_RETRIES", "4"))
+        self._http = httpx.Client(base_url=f"{self.url}/v1", timeout=timeout_s, follow_redirects=True,
+                                  transport=transport, headers={"Authorization": f"Bearer {token}",
+                                                                "User-Agent": f"vopstore/{__version__}"})
+
+    def __repr__(self) -> str:
+        return f"HttpRegistry({self.url!r})"
+
+    # -- identity (asked once, lazily, so an offline runtime can still be built) ----------------------
+
+    @property
+    def identity(self) -> dict:
+        if self._identity is None:
+            who = self._call("GET", "/whoami")
+            if self._wanted_tenant is not None and who["tenant"] != self._wanted_tenant:
+                raise ConfigError(f"the token belongs to tenant {who['tenant']!r}, not {self._wanted_tenant!r}")
+            self._identity = who
+        return self._identity
+
+    @property
+    def tenant(self) -> str:
+        return self.identity["tenant"]
+
+    @property
+    def default_tenant(self) -> str:
+        return self.tenant
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> VersionInfo:
+        parsed = parse_ref(ref, self.default_tenant)
+        selector = f"v{parsed.version}" if parsed.version else parsed.alias or "latest"
+        return _version(self._call("GET", f"{_task_path(parsed)}/versions/{_q(selector)}"))
+
+    def list_versions(self, task: str) -> list[VersionInfo]:
+        parsed = parse_task(task, self.default_tenant)
+        return [_version(v) for v in self._call("GET", f"{_task_path(parsed)}/versions")]
+
+    def list_tasks(self) -> list[TaskInfo]:
+        rows = self._call("GET", f"/tenants/{_q(self.tenant)}/tasks")
+        return [TaskInfo(tenant=t["tenant"], name=t["name"], versions=t["versions"], latest=t["latest"],
+                         aliases=t["aliases"]) for t in rows]
+
+    def read_blob(self, info: VersionInfo) -> bytes:
+        """The version's bytes (through the server or a presigned URL), verified against ``info.digest``."""
+        path = f"/tenants/{_q(info.tenant)}/tasks/{_q(info.task)}/versions/v{info.number}/blob"
+        data = self._call("GET", path, raw=True)
+        if sha256_bytes(data) != info.digest:
+            raise IntegrityError(f"{info.ref}: bytes from {self.url} do not hash to {info.digest[:12]}...; "
+                                 "refused (a damaged transfer or store): try again")
+        return data
+
+    def fetch(self, ref_or_info: str | VersionInfo) -> Path:
+        info = ref_or_info if isinstance(ref_or_info, VersionInfo) else self.resolve(ref_or_info)
+        return self.cache.get(info.digest) or self.cache.put(info.digest, self.read_blob(info))
+
+    def log(self, task: str | None = None, limit: int | None = None) -> list[dict]:
+        params = {"limit": limit} if limit else None
+        if task is None:
+            return self._call("GET", f"/tenants/{_q(self.tenant)}/log", params=params)
+        return self._call("GET", f"{_task_path(parse_task(task, self.default_tenant))}/log", params=params)
+
+    def verify(self, ref: str | None = None) -> list[str]:
+        return self._call("POST", f"/tenants/{_q(self.tenant)}/verify", json={"ref": ref})["problems"]
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def add(self, task: str, path: str | os.PathLike, *, metrics: dict | None = None, message: str | None = None,
+            training_config: dict | None = None, parent: str | None = None) -> VersionInfo:
+        from vopstore.store.direct import json_object
+
+        json_object(metrics, "metrics"), json_object(training_config, "training_config")  # before any I/O
+        parsed = parse_task(task, self.default_tenant)
+        data, _, _ = read_checkpoint(path)
+        digest = self._upload(parsed.tenant, data)
+        body = {"digest": digest, "metrics": metrics, "message": message, "training_config": training_config,
+                "parent": parent, "created_by": _user()}
+        return _version(self._call("POST", f"{_task_path(parsed)}/versions", json=body)["version"])
+
+    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
+        if sha256_bytes(data) != info.digest:
+            raise IntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
+        self._upload(info.tenant, data)
+        body = {"digest": info.digest, "number": info.number, "metrics": info.metrics, "message": info.message,
+                "training_config": info.training_config, "parent": info.parent, "created_by": info.created_by,
+                "created_at": info.created_at.isoformat() if info.created_at else None, "aliases": list(aliases)}
+        path = f"/tenants/{_q(info.tenant)}/tasks/{_q(info.task)}/versions"
+        out = self._call("POST", path, json=body)
+        return _version(out["version"]), out["created"]
+
+    def tag(self, ref: str, alias: str, *, expected_digest: str | None = None) -> VersionInfo:
+        parsed = parse_ref(ref, self.default_tenant)
+        target = f"v{parsed.version}" if parsed.version else parsed.alias or "latest"
+        body = {"target": target, "expected_digest": expected_digest}
+        return _version(self._call("PUT", f"{_task_path(parsed)}/aliases/{_q(alias)}", json=body))
+
+    def untag(self, task: str, alias: str) -> None:
+        self._call("DELETE", f"{_task_path(parse_task(task, self.default_tenant))}/aliases/{_q(alias)}", retry=False)
+
+    def remove(self, ref: str, force: bool = False) -> VersionInfo:
+        parsed = parse_ref(ref, self.default_tenant)
+        selector = f"v{parsed.version}" if parsed.version else parsed.alias or "latest"
+        return _version(self._call("DELETE", f"{_task_path(parsed)}/versions/{_q(selector)}",
+                                   params={"force": str(bool(force)).lower()}, retry=False))
+
+    def gc(self, grace_s: float = 3600.0, dry_run: bool = False, force: bool = False) -> int:
+        from vopstore.store.maintenance import _cutoff
+
+        _cutoff(grace_s)  # the same one-line error for nan, inf or a negative grace as a direct store
+        body = {"grace_s": grace_s, "dry_run": dry_run, "force": force}
+        return self._call("POST", f"/tenants/{_q(self.tenant)}/gc", json=body, retry=False)["removed"]
+
+    # -- tokens of this tenant (admin scope) ------------------------------------------------------
+
+    def create_token(self, tenant: str, name: str = "default", scope: str = "write",
+                     expires_in_s: float | None = None) -> str:
+        body = {"name": name, "scope": scope, "expires": f"{int(expires_in_s)}s" if expires_in_s else None}
+        return self._call("POST", f"/tenants/{_q(tenant)}/tokens", json=body, retry=False)["token"]
+
+    def list_tokens(self, tenant: str) -> list[dict]:
+        return self._call("GET", f"/tenants/{_q(tenant)}/tokens")
+
+    def revoke_token(self, tenant: str, name: str) -> int:
+        self._call("DELETE", f"/tenants/{_q(tenant)}/tokens/{_q(name)}", retry=False)
+        return 1
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _upload(self, tenant: str, data: bytes) -> str:
+        digest = sha256_bytes(data)
+        self._call("PUT", f"/tenants/{_q(tenant)}/blobs/{digest}", content=data,
+                   headers={"Content-Type": "application/octet-stream"})
+        return digest
+
+    def _call(self, method: str, path: str, *, raw: bool = False, retry: bool = True, **kwargs):
+        """One API call; retried (when ``retry``) on transport errors, 429 and 502-504; errors mapped back."""
+        attempts = max(1, self.retries) if retry else 1
+        for attempt in range(attempts):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                problem = StoreUnavailableError(f"{self.url} is unreachable ({type(exc).__name__}: "
+                                                f"{_first_line(exc)}); check that the registry is running")
+                wait = None
+            else:
+                if response.status_code < 400:
+                    return response.content if raw else (response.json() if response.content else None)
+                problem = _error(response, self.url)
+                if response.status_code not in RETRIED_STATUS:
+                    raise problem
+                wait = getattr(problem, "retry_after", None)
+            if attempt < attempts - 1:
+                time.sleep(min(MAX_RETRY_WAIT_S, wait if wait else 0.2 * 2 ** attempt * random.uniform(0.5, 1.5)))
+        raise problem
+
+
+def _error(response: httpx.Response, url: str) -> VopstoreError:
+    """The vopstore error a problem document stands for (or a StoreUnavailableError for anything else)."""
+    try:
+        body = response.json()
+        code, detail = body["code"], body["detail"]
+    except (ValueError, KeyError, TypeError):
+        return StoreUnavailableError(f"{url} answered HTTP {response.status_code} without a problem document; "
+                                     "is this a vopstore registry?")
+    cls = error_for_code(code)
+    if cls is RateLimitedError:
+        return RateLimitedError(detail, retry_after=float(response.headers.get("Retry-After", "1")))
+    if response.status_code >= 500 and not issubclass(cls, StoreUnavailableError):
+        return StoreUnavailableError(f"{url}: {detail}")
+    error = cls(detail)
+    if isinstance(error, AuthenticationError):
+        return AuthenticationError(f"{url}: {detail}")
+    return error
+
+
+def _version(d: dict) -> VersionInfo:
+    created = datetime.fromisoformat(d["created_at"]) if d.get("created_at") else None
+    return VersionInfo(tenant=d["tenant"], task=d["task"], number=d["number"], digest=d["digest"], size=d["size"],
+                       method=d["method"], params=d["params"], backbone_name=d["backbone_name"],
+                       backbone_fingerprint=d["backbone_fingerprint"], metrics=d.get("metrics"),
+                       training_config=d.get("training_config"), message=d.get("message"), created_at=created,
+                       created_by=d.get("created_by"), aliases=tuple(d.get("aliases") or ()),
+                       method_config=d.get("method_config") or {}, dtype=d.get("dtype", "float32"),
+                       parent=d.get("parent"))
+
+
+def _task_path(ref) -> str:
+    return f"/tenants/{_q(ref.tenant)}/tasks/{_q(ref.task)}"
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200] or "no detail"
+
+
+def _user() -> str | None:
+    from vopstore.store.direct import _created_by, _login
+
+    return _created_by(os.environ.get("VOPSTORE_USER") or _login())
