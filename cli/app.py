@@ -34,6 +34,7 @@ def version() -> None:
 # Modules that add commands to `app` when imported; each owns its commands.
 COMMAND_MODULES = (
     "vopstore.cli.store_cmds",
+    "vopstore.cli.admin_cmds",
     "vopstore.cli.methods_cmd",
     "vopstore.cli.train_cmds",
 )

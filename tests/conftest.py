@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.stores",
     "tests.fixtures.s3",
+    "tests.fixtures.registry_server",
 ]
 
 
