@@ -25,10 +25,14 @@ app.add_typer(db_app, name="db")
 app.add_typer(remote_app, name="remote")
 
 
-def _store():
-    from vopstore.store import open_store
+ON = typer.Option(None, "--remote", "-r", help="Run against this remote from config.toml (e.g. a registry "
+                  "server) instead of the local store.")
 
-    return open_store()
+
+def _store(on: Optional[str] = None):
+    from vopstore.store import open_remote, open_store
+
+    return open_remote(on) if on else open_store()
 
 
 def _read_json_file(path: Optional[Path], what: str) -> Optional[dict]:
@@ -54,16 +58,17 @@ _VERSION_COLUMNS = ("ref", "digest", "method", "params", "created", "aliases", "
 
 @app.command()
 def add(task: str, file: Path, metrics: Optional[Path] = typer.Option(None, "--metrics", help="JSON file of metrics."),
-        message: Optional[str] = typer.Option(None, "--message", "-m"), as_json: bool = JSON) -> None:
+        message: Optional[str] = typer.Option(None, "--message", "-m"), on: Optional[str] = ON,
+        as_json: bool = JSON) -> None:
     """Validate FILE and register it as the next version of TASK; print its ref."""
-    info = _store().add(task, file, metrics=_read_json_file(metrics, "metrics"), message=message)
+    info = _store(on).add(task, file, metrics=_read_json_file(metrics, "metrics"), message=message)
     print_json(info.to_dict()) if as_json else typer.echo(info.ref)
 
 
 @app.command("ls")
-def ls(task: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> None:
+def ls(task: Optional[str] = typer.Argument(None), on: Optional[str] = ON, as_json: bool = JSON) -> None:
     """List tasks, or the versions of TASK."""
-    store = _store()
+    store = _store(on)
     if task is not None:
         infos = store.list_versions(task)
         print_json([i.to_dict() for i in infos]) if as_json else print_table(_VERSION_COLUMNS, _version_rows(infos))
@@ -78,9 +83,9 @@ def ls(task: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> None
 
 
 @app.command()
-def show(ref: str, as_json: bool = JSON) -> None:
+def show(ref: str, on: Optional[str] = ON, as_json: bool = JSON) -> None:
     """Show one version (REF is [tenant/]task[@vN|@alias])."""
-    info = _store().resolve(ref)
+    info = _store(on).resolve(ref)
     data = info.to_dict()
     if as_json:
         print_json(data)
@@ -94,23 +99,24 @@ def show(ref: str, as_json: bool = JSON) -> None:
 
 
 @app.command()
-def tag(ref: str, alias: str) -> None:
+def tag(ref: str, alias: str, on: Optional[str] = ON) -> None:
     """Point ALIAS of REF's task at the version REF names."""
-    info = _store().tag(ref, alias)
+    info = _store(on).tag(ref, alias)
     typer.echo(f"{info.ref.rsplit('@', 1)[0]}@{alias} -> {info.ref}")
 
 
 @app.command()
-def untag(task: str, alias: str) -> None:
+def untag(task: str, alias: str, on: Optional[str] = ON) -> None:
     """Remove ALIAS from TASK."""
-    _store().untag(task, alias)
+    _store(on).untag(task, alias)
     typer.echo(f"removed alias {alias} from {task}")
 
 
 @app.command("rm")
-def rm(ref: str, force: bool = typer.Option(False, "--force", help="Also drop aliases pointing to it.")) -> None:
+def rm(ref: str, force: bool = typer.Option(False, "--force", help="Also drop aliases pointing to it."),
+       on: Optional[str] = ON) -> None:
     """Remove a version (its blob goes at the next gc)."""
-    info = _store().remove(ref, force=force)
+    info = _store(on).remove(ref, force=force)
     typer.echo(f"removed {info.ref}")
 
 
@@ -139,9 +145,9 @@ def _refuse_inside_store(target: Path) -> None:
 
 
 @app.command()
-def verify(ref: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> None:
+def verify(ref: Optional[str] = typer.Argument(None), on: Optional[str] = ON, as_json: bool = JSON) -> None:
     """Re-hash the blobs of REF (or of every version); exit 1 if any is missing or corrupt."""
-    problems = _store().verify(ref)
+    problems = _store(on).verify(ref)
     if as_json:
         print_json({"ok": not problems, "problems": problems})
     else:
@@ -156,13 +162,14 @@ def verify(ref: Optional[str] = typer.Argument(None), as_json: bool = JSON) -> N
 @app.command()
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be removed."),
        grace: float = typer.Option(3600.0, "--grace", help="Keep blobs touched in the last GRACE seconds."),
-       force: bool = typer.Option(False, "--force", help="Allow deleting more than half of the blobs.")) -> None:
+       force: bool = typer.Option(False, "--force", help="Allow deleting more than half of the blobs."),
+       on: Optional[str] = ON) -> None:
     """Delete blobs that no version references.
 
     A blob folder or bucket prefix belongs to one database: blobs there that this
     database does not know are deleted too, so never share one between stores.
     """
-    count = _store().gc(grace_s=grace, dry_run=dry_run, force=force)
+    count = _store(on).gc(grace_s=grace, dry_run=dry_run, force=force)
     typer.echo(f"{'would remove' if dry_run else 'removed'} {count} blob(s)")
 
 
