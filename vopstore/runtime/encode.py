@@ -34,8 +34,8 @@ def group_rows(entries: Sequence[Entry | None]) -> dict[GroupKey | None, tuple[l
 
 def scatter(parts: list[tuple[list[int], torch.Tensor]], batch: int) -> torch.Tensor:
     """Rows' values back in row order: ``parts`` is [(row numbers, (len(rows), ...) values)]."""
-    if len(parts) == 1 and len(parts[0][0]) == batch:
-        return parts[0][1]  # one group in row order already (rows are 0..B-1 ascending)
+    if len(parts) == 1 and parts[0][0] == list(range(batch)):
+        return parts[0][1]  # one group already in row order (a merged text group need not be: check)
     first = parts[0][1]
     out = first.new_empty((batch, *first.shape[1:]))
     for rows, values in parts:
