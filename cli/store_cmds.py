@@ -38,12 +38,19 @@ def _store(on: Optional[str] = None):
 def _read_json_file(path: Optional[Path], what: str) -> Optional[dict]:
     if path is None:
         return None
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a {what} file; pass a JSON file")
     if not path.is_file():
         raise FileMissingError(f"{path}: no such {what} file; pass a JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {what} file is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: {what} file nests too deeply to read; keep it to a few levels") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {what} file must hold a JSON object ({{...}}), not {type(value).__name__}")
+    return value
 
 
 def _version_rows(infos):
@@ -117,7 +124,8 @@ def rm(ref: str, force: bool = typer.Option(False, "--force", help="Also drop al
        on: Optional[str] = ON) -> None:
     """Remove a version (its blob goes at the next gc)."""
     info = _store(on).remove(ref, force=force)
-    typer.echo(f"removed {info.ref}")
+    dropped = f" and its alias(es) {', '.join(info.aliases)}" if info.aliases else ""
+    typer.echo(f"removed {info.ref}{dropped}")
 
 
 @app.command()
@@ -130,7 +138,11 @@ def export(ref: str, file: Path) -> None:
     if file.is_dir():
         file = file / f"{info.task}-v{info.number}.safetensors"
     _refuse_inside_store(file)
-    atomic_write_bytes(file, store.fetch(info).read_bytes())
+    try:
+        data = store.fetch(info).read_bytes()
+    except PermissionError:  # a read-only home: the cache cannot be filled, the blob store can still be read
+        data = store.read_blob(info)
+    atomic_write_bytes(file, data)
     typer.echo(f"{info.ref} -> {file}")
 
 

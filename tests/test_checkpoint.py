@@ -66,13 +66,15 @@ def test_same_content_same_bytes_across_processes(tmp_path):
 
 
 def test_numpy_writer_used_by_store_tests_matches_torch(tmp_path):
-    import numpy as np
     import torch
 
-    meta = PromptSetMeta(method="vop", config={"prompts": 2}, backbone_name="tiny", backbone_fingerprint="ab" * 32,
-                         dtype="float32", params=16)
-    tensor = torch.from_numpy(np.random.default_rng(3).standard_normal(16).astype(np.float32))
-    save_checkpoint(tmp_path / "t.safetensors", {"t": tensor}, meta)
+    from tests.fixtures.stores import TINY_VOP_CONFIG, tiny_vop_tensors
+    from vopstore.prompts.configs import VopConfig
+
+    meta = PromptSetMeta(method="vop", config=VopConfig(**TINY_VOP_CONFIG).to_dict(), backbone_name="tiny",
+                         backbone_fingerprint="ab" * 32, dtype="float32", params=16)
+    tensors = {name: torch.from_numpy(array.copy()) for name, array in tiny_vop_tensors(3).items()}
+    save_checkpoint(tmp_path / "t.safetensors", tensors, meta)
     assert (tmp_path / "t.safetensors").read_bytes() == checkpoint_bytes(3)
 
 
@@ -106,9 +108,9 @@ BAD = {
     "newer format": _with_header(GOOD, _meta_edit(format_version=FORMAT_VERSION + 1)),
     "params mismatch": _with_header(GOOD, _meta_edit(params=15)),
     "bool params": _with_header(GOOD, _meta_edit(params=True)),
-    "no tensors": _with_header(GOOD, lambda h: h.pop("t")),
-    "bad dtype": _with_header(GOOD, lambda h: h["t"].update(dtype="F128")),
-    "shape vs bytes": _with_header(GOOD, lambda h: h["t"].update(shape=[15])),
+    "no tensors": _with_header(GOOD, lambda h: [h.pop(k) for k in list(h) if k != "__metadata__"]),
+    "bad dtype": _with_header(GOOD, lambda h: h["text"].update(dtype="F128")),
+    "shape vs bytes": _with_header(GOOD, lambda h: h["text"].update(shape=[1, 1, 7])),
     "method too long": _with_header(GOOD, _meta_edit(method="m" * 65)),
     "dtype too long": _with_header(GOOD, _meta_edit(dtype="d" * 33)),
     "backbone name too long": _with_header(GOOD, _meta_edit(backbone_name="b" * 256)),

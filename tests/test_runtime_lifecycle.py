@@ -44,7 +44,7 @@ def _foreign_set(tiny_backbone, path: Path, fingerprint: str, method: str = "vop
     return path
 
 
-def test_refused_loads_change_nothing(tiny_backbone, store, retriever, tmp_path):
+def test_refused_loads_change_nothing(tiny_backbone, store, retriever, tmp_path, monkeypatch):
     from vopstore.errors import (BackboneMismatchError, IntegrityError, TaskNotFoundError, UnknownMethodError,
                                  VersionNotFoundError)
 
@@ -55,7 +55,12 @@ def test_refused_loads_change_nothing(tiny_backbone, store, retriever, tmp_path)
     with pytest.raises(BackboneMismatchError, match="trained on backbone other"):
         retriever.load("local/a@v2")
     assert_unchanged(retriever, before)
-    store.add("local/x", _foreign_set(tiny_backbone, tmp_path / "m.safetensors", tiny_backbone.fingerprint, "vop-x"))
+    unknown = _foreign_set(tiny_backbone, tmp_path / "m.safetensors", tiny_backbone.fingerprint, "vop-x")
+    with pytest.raises(UnknownMethodError, match="vop-x"):
+        store.add("local/x", unknown)  # the store refuses it; one stored before that check existed:
+    with monkeypatch.context() as legacy:
+        legacy.setattr("vopstore.prompts.schema.check_prompt_set", lambda *args, **kwargs: None)
+        store.add("local/x", unknown)
     with pytest.raises(UnknownMethodError, match="vop-x"):
         retriever.load("local/x")
     assert_unchanged(retriever, before)

@@ -243,7 +243,7 @@ def test_adding_the_bytes_again_repairs_a_corrupt_or_missing_blob(registry, ckpt
     info = registry.add("t", ckpt(1))
     blob = registry.blobs.path(blob_key(info.tenant, info.digest))
     blob.chmod(0o644)
-    blob.write_bytes(b"\x00" + blob.read_bytes()[1:])
+    blob.write_bytes(bytes([blob.read_bytes()[0] ^ 0xFF]) + blob.read_bytes()[1:])
     assert "corrupt" in registry.verify()[0]
     assert registry.add("t", ckpt(1)).ref == info.ref  # same version, bytes restored
     assert registry.verify() == []

@@ -121,11 +121,15 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def parse_checkpoint_bytes(data: bytes, source: str = "checkpoint") -> tuple[PromptSetMeta, dict]:
+def parse_checkpoint_bytes(data: bytes, source: str = "checkpoint", *,
+                           contents: bool = False) -> tuple[PromptSetMeta, dict]:
     """Validate the safetensors layout and the metadata of ``data``; return (meta, tensor table).
 
     Refuses truncated files, non-safetensors files, and a missing, extra or invalid
-    metadata key, each with a one-line reason.
+    metadata key, each with a one-line reason. With ``contents`` (what the store does at
+    add, push and import) the tensors must also be what the method's schema says: known
+    method and config keys, tensor names, shapes, float dtypes, finite values
+    (:mod:`vopstore.prompts.schema`, no torch); UnknownMethodError for an unknown method.
     """
     if len(data) < 8:
         raise InvalidCheckpointError(f"{source}: not a safetensors file (only {len(data)} bytes)")
@@ -149,6 +153,10 @@ def parse_checkpoint_bytes(data: bytes, source: str = "checkpoint") -> tuple[Pro
     counted = sum(_numel(shape) for _, shape in table.values())
     if counted != meta.params:
         raise InvalidCheckpointError(f"{source}: metadata says {meta.params} parameters, tensors hold {counted}")
+    if contents:
+        from vopstore.prompts.schema import check_prompt_set  # torch-free
+
+        check_prompt_set(meta, header, memoryview(data)[8 + header_len:], source)
     return meta, table
 
 
@@ -157,6 +165,10 @@ def _numel(shape: tuple[int, ...]) -> int:
     for dim in shape:
         n *= dim
     return n
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_tensor_table(header: dict, body_len: int, source: str) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -169,7 +181,9 @@ def _check_tensor_table(header: dict, body_len: int, source: str) -> dict[str, t
             dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise InvalidCheckpointError(f"{source}: malformed entry for tensor {name!r}") from None
-        if dtype not in _DTYPE_BYTES or any(not isinstance(d, int) or d < 0 for d in shape):
+        if not all(_is_count(x) for x in (begin, end)):
+            raise InvalidCheckpointError(f"{source}: malformed entry for tensor {name!r}")
+        if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES or not all(_is_count(d) for d in shape):
             raise InvalidCheckpointError(f"{source}: tensor {name!r} has an unsupported dtype or shape")
         if end - begin != _numel(shape) * _DTYPE_BYTES[dtype]:
             raise InvalidCheckpointError(f"{source}: tensor {name!r} byte range does not match its shape")
@@ -187,13 +201,18 @@ def _check_tensor_table(header: dict, body_len: int, source: str) -> dict[str, t
     return table
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[bytes, PromptSetMeta, dict]:
-    """Read the checkpoint file at ``path`` once and validate it; return (its bytes, meta, tensor table)."""
+def read_checkpoint(path: str | os.PathLike, *, contents: bool = False) -> tuple[bytes, PromptSetMeta, dict]:
+    """Read the checkpoint file at ``path`` once and validate it; return (its bytes, meta, tensor table).
+
+    ``contents``: check the tensors against the method's schema too (see :func:`parse_checkpoint_bytes`).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InvalidCheckpointError(f"{path}: is a folder, not a file; pass the path of a .safetensors prompt set")
     if not path.is_file():
         raise FileMissingError(f"{path}: no such file; pass the path of a .safetensors prompt set")
     data = path.read_bytes()
-    return (data, *parse_checkpoint_bytes(data, str(path)))
+    return (data, *parse_checkpoint_bytes(data, str(path), contents=contents))
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:

@@ -71,10 +71,20 @@ def load_config(path: Path | None = None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
     remotes = {}
-    for name, entry in (raw.get("remotes") or {}).items():
+    table = raw.get("remotes", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'remotes' must be a table of [remotes.NAME] sections, got a "
+                          f"{type(table).__name__}; fix or delete the file")
+    for name, entry in table.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
             raise ConfigError(f"{path}: remote {name!r} needs a 'url' string")
-        remotes[name] = Remote(name=name, url=entry["url"], blobs=entry.get("blobs"), token=entry.get("token"))
+        for key in ("blobs", "token"):
+            if not isinstance(entry.get(key, ""), str):
+                raise ConfigError(f"{path}: remote {name!r}: '{key}' must be a string")
+        try:
+            remotes[name] = Remote(name=name, url=entry["url"], blobs=entry.get("blobs"), token=entry.get("token"))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return Config(remotes=remotes)
 
 

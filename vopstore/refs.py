@@ -15,6 +15,8 @@ DEFAULT_TENANT = "local"
 LATEST = "latest"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VERSION = re.compile(r"v([1-9][0-9]{0,8})")
+_VERSION_LIKE = re.compile(r"v-?[0-9]+")  # what reads as a version number: never an alias name
+MAX_VERSION = 999_999_999
 
 
 def validate_name(name: str, kind: str = "name") -> str:
@@ -30,7 +32,7 @@ def validate_name(name: str, kind: str = "name") -> str:
 def validate_alias(alias: str) -> str:
     """Return ``alias`` if it can name an alias: a valid name that is not ``latest`` or ``vN``."""
     validate_name(alias, "alias")
-    if alias == LATEST or _VERSION.fullmatch(alias):
+    if alias == LATEST or _VERSION_LIKE.fullmatch(alias):
         raise InvalidRefError(
             f"alias {alias!r} is reserved: 'latest' and 'vN' always mean versions; pick another name"
         )
@@ -88,9 +90,19 @@ def parse_ref(text: str, default_tenant: str = DEFAULT_TENANT) -> Ref:
     version = _VERSION.fullmatch(selector)
     if version:
         return Ref(tenant, task, version=int(version.group(1)))
-    if selector.startswith("v") and selector[1:].isdigit():
-        raise InvalidRefError(f"invalid ref {text!r}: version numbers start at v1")
+    if _VERSION_LIKE.fullmatch(selector):
+        raise InvalidRefError(f"invalid ref {text!r}: {_version_problem(selector[1:])}")
     return Ref(tenant, task, alias=validate_alias(selector))
+
+
+def _version_problem(digits: str) -> str:
+    """Why ``v{digits}`` (digits with an optional leading '-') is not a version number."""
+    number = int(digits)
+    if number < 1:
+        return "version numbers are whole numbers from v1 up"
+    if number > MAX_VERSION:
+        return f"version number v{number} is out of range (at most v{MAX_VERSION})"
+    return f"write version numbers without leading zeros (v{number})"
 
 
 def parse_task(text: str, default_tenant: str = DEFAULT_TENANT) -> Ref:

@@ -9,6 +9,7 @@ failing when a read transaction tries to become a write transaction.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from vopstore.errors import StoreUnavailableError
@@ -16,13 +17,30 @@ from vopstore.errors import StoreUnavailableError
 BUSY_TIMEOUT_S = 60
 
 
-def make_engine(url: str):
-    """Create an SQLAlchemy engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+def make_engine(url: str, *, read_only: bool = False):
+    """Create an SQLAlchemy engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+    ``read_only`` (SQLite files only): open the file read-only and immutable, for a store in a
+    folder this process cannot write (a read-only home or mount): reads work, writes fail with a
+    one-line "read-only" error.
+    """
     from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
         if url.startswith("sqlite"):
+            if read_only:
+                from sqlalchemy.engine import make_url
+
+                path = Path(make_url(url).database or "").resolve()
+                # immutable: no -wal/-shm files are created (the folder is not writable), no locks taken; unless a
+                # write-ahead log holds committed pages: then plain read-only, which reads them through its -shm.
+                wal = path.with_name(path.name + "-wal")
+                immutable = "" if wal.is_file() and wal.stat().st_size else "&immutable=1"
+                uri = f"sqlite:///{path.as_uri()}?mode=ro{immutable}&uri=true"
+                engine = create_engine(uri, connect_args={"timeout": BUSY_TIMEOUT_S})
+                _setup_sqlite(engine, read_only=True)
+                return engine
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
             _setup_sqlite(engine)
             return engine
@@ -40,7 +58,7 @@ def make_engine(url: str):
     )
 
 
-def _setup_sqlite(engine) -> None:
+def _setup_sqlite(engine, read_only: bool = False) -> None:
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
@@ -50,14 +68,14 @@ def _setup_sqlite(engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # persistent: set once per file
+        if not read_only and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # set once per file
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        immediate = conn.get_execution_options().get("immediate", False)
+        immediate = conn.get_execution_options().get("immediate", False) and not read_only
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -71,15 +89,42 @@ def redact(url: str) -> str:
         return url.split("@")[-1]
 
 
+class TransientDatabaseError(StoreUnavailableError):
+    """A deadlock or serialization failure between concurrent writers: running the transaction again succeeds."""
+
+
+# SQLSTATEs of a transaction that lost a race and may simply be run again (PostgreSQL).
+_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_CORRUPT = ("file is not a database", "malformed", "disk image", "database corruption", "data corrupted", "disk i/o error")
+RECOVER = "run 'vopstore fsck --rebuild' (with --url/--blobs for a store other than the local one) to rebuild it " \
+          "from the blob store; the damaged file is moved aside, not deleted"
+
+
 @contextmanager
 def translate_errors(url: str) -> Iterator[None]:
-    """Turn driver connection failures into a one-line StoreUnavailableError."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
+    """Turn driver failures into one-line vopstore errors.
+
+    Unreachable or refused: StoreUnavailableError; a corrupt database file: StoreUnavailableError
+    saying how to recover; a read-only database asked to write: StoreUnavailableError saying so; a
+    deadlock or serialization failure: TransientDatabaseError (the registry retries those).
+    """
+    from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
 
     try:
         yield
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError, DatabaseError) as exc:
         reason = " ".join(str(exc.orig or exc).split())[:200]
-        raise StoreUnavailableError(
-            f"database {redact(url)} is unavailable ({reason}); check the URL and that the server is running"
-        ) from None
+        lowered = reason.lower()
+        if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+            raise TransientDatabaseError(f"database {redact(url)}: a concurrent write won ({reason}); retry") from None
+        if any(word in lowered for word in _CORRUPT):
+            raise StoreUnavailableError(f"database {redact(url)} is corrupt or unreadable ({reason}); {RECOVER}") from None
+        if "readonly database" in lowered or "read-only" in lowered:
+            raise StoreUnavailableError(
+                f"database {redact(url)} is read-only here ({reason}); reading works, writing needs a writable "
+                "store folder (check its permissions, or VOPSTORE_HOME)") from None
+        if not isinstance(exc, (OperationalError, InterfaceError)):
+            raise  # integrity errors and the like: the caller's retry loop or a bug, not an outage
+        where = ("check the file and its folder's permissions" if url.startswith(("sqlite", "/", "file:", "local"))
+                 else "check the URL and that the server is running")
+        raise StoreUnavailableError(f"database {redact(url)} is unavailable ({reason}); {where}") from None

@@ -36,22 +36,27 @@ distinct set present in the batch, on that set's rows.
 
 from __future__ import annotations
 
-from vopstore.prompts.base import Dims, MethodConfig, PromptMethod
-from vopstore.prompts.forward import (
-    encode_frames,
-    encode_text,
-    encode_text_bank,
-    encode_video,
-    encode_video_bank,
-)
-from vopstore.prompts.registry import (
-    METHODS,
-    build_method,
-    get_method,
-    load_prompt_set,
-    method_table,
-    stack_prompt_sets,
-)
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562), so that the torch-free submodules (configs, schema) can be
+# imported by the store without pulling torch in through this package's __init__.
+_LAZY = {
+    "Dims": "vopstore.prompts.configs", "MethodConfig": "vopstore.prompts.configs",
+    "PromptMethod": "vopstore.prompts.base",
+    **dict.fromkeys(("encode_frames", "encode_text", "encode_text_bank", "encode_video", "encode_video_bank"),
+                    "vopstore.prompts.forward"),
+    **dict.fromkeys(("METHODS", "build_method", "get_method", "load_prompt_set", "method_table",
+                     "stack_prompt_sets"), "vopstore.prompts.registry"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vopstore.prompts' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "METHODS", "Dims", "MethodConfig", "PromptMethod", "build_method", "get_method", "load_prompt_set",

@@ -6,93 +6,13 @@ lives here; each method module adds its visual side.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import warnings
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from vopstore.errors import ConfigError
-
-TEXT_LAYOUTS = ("prefix", "released")
-
-
-@dataclass(frozen=True)
-class Dims:
-    """The backbone sizes a prompt method needs (no weights)."""
-
-    text_layers: int
-    text_width: int
-    vision_layers: int
-    vision_width: int
-
-    @classmethod
-    def from_clip_config(cls, config: Any) -> Dims:
-        t, v = config.text_config, config.vision_config
-        return cls(t.num_hidden_layers, t.hidden_size, v.num_hidden_layers, v.hidden_size)
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Settings shared by all methods; each method's config extends it.
-
-    Attributes:
-        text_prompts: text prompt tokens per layer (paper: 8).
-        text_depth: how many text layers get fresh prompts (None: all).
-        text_layout: ``prefix`` puts all text prompts after SOT and pools at EOT + n
-            (recommended, spec §1.3); ``released`` reproduces the authors' released
-            model: half after SOT, half at the end of a 77-long sequence, pooled at
-            ``argmax(ids) + n`` with zeros as padding (so their checkpoint can be imported).
-        init_std: std of the normal init of learned prompt tokens (paper code: 0.02).
-    """
-
-    text_prompts: int = 8
-    text_depth: int | None = None
-    text_layout: str = "prefix"
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("int", "int | None") and value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ConfigError(f"{type(self).__name__}.{f.name} must be an integer >= 0, got {value!r}")
-        if self.text_layout not in TEXT_LAYOUTS:
-            raise ConfigError(f"text_layout must be one of {TEXT_LAYOUTS}, got {self.text_layout!r}")
-        if self.text_layout == "released" and self.text_prompts % 2:
-            raise ConfigError(f"the released layout splits text prompts in two halves; got {self.text_prompts}")
-        if not isinstance(self.init_std, (int, float)) or not math.isfinite(self.init_std) or self.init_std < 0:
-            raise ConfigError(f"init_std must be a finite number >= 0, got {self.init_std!r}")
-
-    def validate_for(self, dims: Dims) -> None:
-        """Check the settings that depend on the backbone's depth."""
-        _check_depth("text_depth", self.text_depth, dims.text_layers)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict, strict: bool = True) -> MethodConfig:
-        """Build from a dict; unknown keys raise (strict) or are dropped with a warning (newer files)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown and strict:
-            raise ConfigError(f"unknown setting(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
-        if unknown:
-            warnings.warn(f"ignoring unknown {cls.__name__} setting(s) {unknown} (written by a newer vopstore?)")
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-
-def _check_depth(name: str, value: int | None, layers: int) -> None:
-    if value is not None and not 1 <= value <= layers:
-        raise ConfigError(f"{name} must be between 1 and {layers} (the backbone's layers), got {value}")
-
-
-def depth_of(value: int | None, layers: int) -> int:
-    return layers if value is None else value
+# The configs and Dims are torch-free (vopstore.prompts.configs); re-exported here for the method modules.
+from vopstore.prompts.configs import TEXT_LAYOUTS, Dims, MethodConfig, _check_depth, depth_of  # noqa: F401
 
 
 def normal_param(shape: tuple[int, ...], std: float) -> nn.Parameter:

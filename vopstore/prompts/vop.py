@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from vopstore.prompts.base import Dims, MethodConfig, PromptMethod, _check_depth, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.base import PromptMethod, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.configs import VopConfig
 from vopstore.prompts.forward import VideoPrompts
 
 
-@dataclass(frozen=True)
-class VopConfig(MethodConfig):
-    """Base VoP settings.
 
-    Attributes:
-        visual_prompts: visual prompt tokens per layer and frame (paper: 8).
-        visual_depth: how many vision layers get fresh prompts (None: all intra-frame layers).
-    """
-
-    visual_prompts: int = 8
-    visual_depth: int | None = None
-
-    def validate_for(self, dims: Dims) -> None:
-        super().validate_for(dims)
-        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
 
 
 class Vop(PromptMethod):

@@ -10,34 +10,17 @@ all layers. The CLS tokens themselves are not modified.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from vopstore.prompts.base import Dims, MethodConfig, PromptMethod, _check_depth, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.base import PromptMethod, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.configs import VopCConfig
 from vopstore.prompts.forward import VideoPrompts
 
 
-@dataclass(frozen=True)
-class VopCConfig(MethodConfig):
-    """VoP^C settings.
 
-    Attributes:
-        generic_prompts: learned frame-agnostic tokens per layer (4).
-        generated_prompts: tokens generated per frame and layer (paper's video-prompt length, 4).
-        cmm_hidden: BiLSTM hidden size per direction (None: the vision width, 768 on ViT-B/32).
-    """
-
-    generic_prompts: int = 4
-    generated_prompts: int = 4
-    cmm_hidden: int | None = None
-    visual_depth: int | None = None
-
-    def validate_for(self, dims: Dims) -> None:
-        super().validate_for(dims)
-        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
 
 
 _templates = threading.local()

@@ -12,40 +12,16 @@ frame's CLS through post_layernorm and the projection, as for the other methods.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from vopstore.errors import ConfigError
-from vopstore.prompts.base import Dims, gather, normal_param
-from vopstore.prompts.vop import Vop, VopConfig
+from vopstore.prompts.base import gather, normal_param
+from vopstore.prompts.configs import FunctionFields, VopFConfig  # noqa: F401 (FunctionFields: re-export)
+from vopstore.prompts.vop import Vop
 from vopstore.prompts.vop_p import check_frames
 
 
-@dataclass(frozen=True)
-class FunctionFields:
-    """The VoP^F settings mixed into a config.
 
-    Attributes:
-        k_shallow: intra-frame layers K^s (paper: 8); the remaining layers are inter-frame.
-        video_prompts: video-level prompt tokens per inter-frame layer (8).
-        num_frames: rows of the frame position embedding (the most frames a video may have).
-    """
-
-    k_shallow: int = 8
-    video_prompts: int = 8
-    num_frames: int = 12
-
-    def validate_for(self, dims: Dims) -> None:
-        super().validate_for(dims)
-        if not 1 <= self.k_shallow < dims.vision_layers:
-            raise ConfigError(f"k_shallow must be between 1 and {dims.vision_layers - 1} "
-                              f"(the backbone has {dims.vision_layers} vision layers), got {self.k_shallow}")
-        if getattr(self, "visual_depth", None) is not None and self.visual_depth > self.k_shallow:
-            raise ConfigError(f"visual_depth ({self.visual_depth}) cannot exceed k_shallow ({self.k_shallow})")
-        if self.num_frames < 1:
-            raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
 
 
 class FunctionSpecific:
@@ -74,9 +50,7 @@ class FunctionSpecific:
         return prompts
 
 
-@dataclass(frozen=True)
-class VopFConfig(FunctionFields, VopConfig):
-    """VoP^F settings: VoP's plus ``k_shallow``, ``video_prompts``, ``num_frames``."""
+
 
 
 class VopF(FunctionSpecific, Vop):

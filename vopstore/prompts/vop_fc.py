@@ -8,15 +8,12 @@ paper's stated architecture rather than guess at a smaller CMM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from vopstore.prompts.configs import VopFCConfig
+from vopstore.prompts.vop_c import VopC
+from vopstore.prompts.vop_f import FunctionSpecific
 
-from vopstore.prompts.vop_c import VopC, VopCConfig
-from vopstore.prompts.vop_f import FunctionFields, FunctionSpecific
 
 
-@dataclass(frozen=True)
-class VopFCConfig(FunctionFields, VopCConfig):
-    """VoP^C's settings plus ``k_shallow``, ``video_prompts`` and ``num_frames``."""
 
 
 class VopFC(FunctionSpecific, VopC):

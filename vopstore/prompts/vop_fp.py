@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from vopstore.prompts.configs import VopFPConfig
+from vopstore.prompts.vop_f import FunctionSpecific
+from vopstore.prompts.vop_p import VopP
 
-from vopstore.prompts.vop_f import FunctionFields, FunctionSpecific
-from vopstore.prompts.vop_p import VopP, VopPConfig
 
 
-@dataclass(frozen=True)
-class VopFPConfig(FunctionFields, VopPConfig):
-    """VoP^P's settings plus ``k_shallow`` and ``video_prompts``; ``num_frames`` sizes both tables."""
 
 
 class VopFP(FunctionSpecific, VopP):

@@ -6,29 +6,15 @@ plus 4 tokens from a table indexed by j, the frame's slot among the sampled fram
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from vopstore.errors import ConfigError
-from vopstore.prompts.base import Dims, MethodConfig, PromptMethod, _check_depth, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.base import PromptMethod, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.configs import VopPConfig
 from vopstore.prompts.forward import VideoPrompts
 
 
-@dataclass(frozen=True)
-class VopPConfig(MethodConfig):
-    """VoP^P settings: ``shared_prompts`` + ``position_prompts`` per frame slot, ``num_frames`` slots."""
 
-    shared_prompts: int = 4
-    position_prompts: int = 4
-    num_frames: int = 12
-    visual_depth: int | None = None
-
-    def validate_for(self, dims: Dims) -> None:
-        super().validate_for(dims)
-        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
-        if self.num_frames < 1:
-            raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
 
 
 def check_frames(frames: int, num_frames: int, method: str) -> None:

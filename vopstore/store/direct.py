@@ -21,7 +21,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from vopstore.blobs.base import blob_intact, blob_key, read_verified
 from vopstore.checkpoint import PromptSetMeta, canonical_json, parse_checkpoint_bytes, read_checkpoint, sha256_bytes
-from vopstore.db.engine import translate_errors
+from vopstore.db.engine import TransientDatabaseError, translate_errors
 from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utcnow
 from vopstore.errors import (ConfigError, ConflictError, IntegrityError, PermissionDeniedError, QuotaExceededError,
                              StoreUnavailableError)
@@ -33,6 +33,7 @@ from vopstore.store.maintenance import MaintenanceMixin
 from vopstore.store.tenants import TenantsMixin
 
 MAX_USER_LENGTH = 128  # Version.created_by
+MAX_JSON_DEPTH = 64  # metrics and training configs: deeper is a mistake, and deep enough breaks json/SQL
 RETRIES = 20  # concurrent writers to one new task/tenant collide on unique keys; each retry finds the winner's row
 
 
@@ -50,9 +51,8 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
 
     def __init__(self, engine, blobs, *, url: str, tenant: str | None = None, cache: BlobCache | None = None,
                  actor: str | None = None) -> None:
+        self._tenant = validate_name(tenant, "tenant") if tenant is not None else None
         self.url, self.engine, self.blobs = url, engine, blobs
-        self.tenant = validate_name(tenant, "tenant") if tenant is not None else None
-        self.default_tenant = self.tenant or DEFAULT_TENANT
         self.cache = cache or BlobCache()
         self.user = _created_by(os.environ.get("VOPSTORE_USER") or _login())
         self.actor = actor or self.user
@@ -61,6 +61,32 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
 
     def __repr__(self) -> str:
         return f"DirectRegistry({self.url!r}, tenant={self.tenant!r})"
+
+    # The scope is fixed at construction: a scoped handle cannot be widened in place, and its blob
+    # backend (whatever is assigned to it) is reached only through the tenant's own keys. This is
+    # not a security boundary against code holding the database credentials (see README).
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant this handle is scoped to (None: every tenant); read-only."""
+        return self._tenant
+
+    @tenant.setter
+    def tenant(self, _value) -> None:
+        raise AttributeError("a DirectRegistry's tenant is fixed when it is opened; open another handle "
+                             "(open_store(url, tenant=...)) for another scope")
+
+    @property
+    def default_tenant(self) -> str:
+        return self._tenant or DEFAULT_TENANT
+
+    @property
+    def blobs(self):
+        return self._blobs
+
+    @blobs.setter
+    def blobs(self, backend) -> None:
+        self._blobs = backend if self._tenant is None else TenantBlobs(backend, self._tenant)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -75,7 +101,8 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         for attempt in range(RETRIES):
             try:
                 return attempt_fn()
-            except (sa_exc.IntegrityError, StaleDataError, _BlobRowGone):  # stale: gc deleted a row we refresh
+            except (sa_exc.IntegrityError, StaleDataError, _BlobRowGone, _VersionGone, TransientDatabaseError):
+                # stale: gc deleted a row we refresh; gone: an rm won; transient: a deadlock or serialization failure
                 if attempt == RETRIES - 1:
                     raise StoreUnavailableError(f"{self.url}: gave up after {RETRIES} write conflicts; retry") from None
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
@@ -108,9 +135,12 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             InvalidRefError, TaskNotFoundError, VersionNotFoundError, AliasNotFoundError, PermissionDeniedError.
         """
         parsed = self._ref(ref)
-        with self._session() as session:
-            vid = sql.version_id(session, parsed, self.url)
-            return sql.load_infos(session, Version.id == vid)[0]
+
+        def attempt():  # retried: on PostgreSQL a concurrent rm can delete the row between the two reads
+            with self._session() as session:
+                return _one(session, sql.version_id(session, parsed, self.url))
+
+        return self._retrying(attempt)
 
     def list_versions(self, task: str) -> list[VersionInfo]:
         """Every version of ``task``, oldest first."""
@@ -144,7 +174,10 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         """A verified copy of the version's file in the local cache (read from the blobs on a miss)."""
         info = ref_or_info if isinstance(ref_or_info, VersionInfo) else self.resolve(ref_or_info)
         self._scope(info.tenant)
-        return self.cache.get(info.digest) or self.cache.put(info.digest, self.read_blob(info))
+        # Keyed per tenant: a scoped handle is never served another tenant's copy of the same digest.
+        return (self.cache.get(info.digest, info.tenant)
+                or (self.cache.get(info.digest) if self._tenant is None else None)  # the digest-only layout
+                or self.cache.put(info.digest, self.read_blob(info), info.tenant))
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -156,16 +189,25 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         (same content, same identity) instead of numbering a duplicate.
         """
         json_object(metrics, "metrics"), json_object(training_config, "training_config")  # before any file I/O
-        data, _, _ = read_checkpoint(path)  # read once: the bytes checked are the bytes stored
-        return self.add_bytes(task, data, metrics=metrics, message=message, training_config=training_config,
-                              parent=parent)[0]
+        self._task(task)
+        # Read once: the bytes checked (layout and the method's schema) are the bytes stored.
+        data, meta, _ = read_checkpoint(path, contents=True)
+        return self._add_checked(task, data, meta, metrics=metrics, message=message, training_config=training_config,
+                                 parent=parent)[0]
 
     def add_bytes(self, task: str, data: bytes, *, metrics: dict | None = None, message: str | None = None,
                   training_config: dict | None = None, parent: str | None = None,
                   created_by: str | None = None) -> tuple[VersionInfo, bool]:
         """:meth:`add` for checkpoint bytes already in memory (the registry server's); (info, whether new)."""
         ref = self._task(task)
-        meta, _ = parse_checkpoint_bytes(data, f"{ref.task_ref} upload")
+        meta, _ = parse_checkpoint_bytes(data, f"{ref.task_ref} upload", contents=True)
+        return self._add_checked(task, data, meta, metrics=metrics, message=message,
+                                 training_config=training_config, parent=parent, created_by=created_by)
+
+    def _add_checked(self, task: str, data: bytes, meta: PromptSetMeta, *, metrics: dict | None = None,
+                     message: str | None = None, training_config: dict | None = None, parent: str | None = None,
+                     created_by: str | None = None) -> tuple[VersionInfo, bool]:
+        ref = self._task(task)
         fields = {"metrics": json_object(metrics, "metrics"), "training_config": json_object(training_config,
                   "training_config"), "message": message, "parent": self._parent(parent),
                   "created_by": _created_by(created_by) or self.user}
@@ -178,21 +220,24 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         references the blob comes in a second request (gc's grace protects the blob meanwhile).
         """
         tenant = self._scope(tenant or self.default_tenant)
-        parse_checkpoint_bytes(data, "upload")
+        parse_checkpoint_bytes(data, "upload", contents=True)
         digest = sha256_bytes(data)
         self._retrying(lambda: self._stage_blob(tenant, digest, data))
         return digest
 
-    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
+    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = (), *,
+                       check_contents: bool = True) -> tuple[VersionInfo, bool]:
         """Store a version copied from another store, keeping its number and metadata.
 
         Returns (the stored version, whether it was new). The same number with the
-        same digest is a no-op; with another digest it is refused.
+        same digest is a no-op; with another digest it is refused. The bytes are checked
+        against their method's schema like an add's; ``check_contents=False`` is for a
+        rebuild restoring this store's own versions (some may predate that check).
         """
         self._scope(info.tenant)
         if sha256_bytes(data) != info.digest:
             raise IntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
-        meta, _ = parse_checkpoint_bytes(data, info.ref)
+        meta, _ = parse_checkpoint_bytes(data, info.ref, contents=check_contents)
         fields = {"metrics": info.metrics, "training_config": info.training_config, "message": info.message,
                   "parent": info.parent, "created_by": _created_by(info.created_by), "created_at": info.created_at}
         return self._store(info.tenant, info.task, meta, data, fields, number=info.number, aliases=aliases)
@@ -240,7 +285,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         existing = self._existing(session, task_row.id, blob.id, number, f"{tenant}/{task}", digest)
         if existing is not None:
             self._set_aliases(session, task_row, existing, aliases)
-            return sql.load_infos(session, Version.id == existing)[0], False
+            return _one(session, existing), False
         if number is None:
             session.execute(update(Task).where(Task.id == task_row.id).values(last_number=Task.last_number + 1))
             number = session.scalar(select(Task.last_number).where(Task.id == task_row.id))
@@ -256,7 +301,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         audit.record(session, tenant_row.id, action, self.actor,
                      task=task, new={"version": number, "digest": digest})
         self._set_aliases(session, task_row, version.id, aliases)
-        return sql.load_infos(session, Version.id == version.id)[0], True
+        return _one(session, version.id), True
 
     @staticmethod
     def _existing(session, task_id, blob_id, number, task_ref, digest) -> int | None:
@@ -317,7 +362,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 if expected_digest is not None:
                     self._compare_alias(session, tid, alias, expected_digest, parsed.task_ref)
                 self._set_aliases(session, session.get(Task, tid), vid, (alias,))
-                return sql.load_infos(session, Version.id == vid)[0]
+                return _one(session, vid)
 
         info = self._retrying(attempt)
         manifest.record_alias(self.blobs, info.tenant, info.task, alias, info, self.actor)
@@ -359,7 +404,11 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         def attempt():  # retried: a tag committed meanwhile makes the DELETE fail on its foreign key
             with self._session(write=True) as session:
                 vid = sql.version_id(session, parsed, self.url)
-                info = sql.load_infos(session, Version.id == vid)[0]
+                # Lock the row (PostgreSQL): a concurrent tag's alias insert waits for this rm, then fails its
+                # foreign key and retries; a concurrent rm that won already leaves nothing to lock.
+                if session.scalar(select(Version.id).where(Version.id == vid).with_for_update()) is None:
+                    raise _VersionGone()
+                info = _one(session, vid)
                 if info.aliases and not force:
                     raise ConflictError(f"{info.ref} is aliased as {', '.join(info.aliases)}; "
                                         "move or untag the aliases first, or pass --force to drop them too")
@@ -394,11 +443,74 @@ class _BlobRowGone(Exception):
     """Internal: the staged blob row vanished before its version was written; the write is retried."""
 
 
+class _VersionGone(Exception):
+    """Internal: a concurrent rm deleted the version between two statements; the call is retried."""
+
+
+def _one(session, version_id: int) -> VersionInfo:
+    infos = sql.load_infos(session, Version.id == version_id)
+    if not infos:
+        raise _VersionGone()
+    return infos[0]
+
+
+class TenantBlobs:
+    """A blob backend seen through one tenant: keys outside ``{tenant}/`` are refused, listings stay inside it.
+
+    Other attributes (``url``, ``root``, ...) pass through to the backend.
+    """
+
+    def __init__(self, backend, tenant: str) -> None:
+        if isinstance(backend, TenantBlobs):
+            backend = backend.backend
+        self.backend, self.tenant, self._prefix = backend, tenant, f"{tenant}/"
+
+    def __repr__(self) -> str:
+        return f"TenantBlobs({self.backend!r}, tenant={self.tenant!r})"
+
+    def __getattr__(self, name: str):
+        if name in ("backend", "tenant", "_prefix"):  # not set yet (copy, pickle): never recurse
+            raise AttributeError(name)
+        return getattr(self.backend, name)
+
+    def _key(self, key: str) -> str:
+        if not isinstance(key, str) or not key.startswith(self._prefix):
+            raise PermissionDeniedError(f"blob key {key!r} is outside tenant {self.tenant!r}; this store handle "
+                                        "reaches only its own tenant's blobs")
+        return key
+
+    def put(self, key: str, data: bytes) -> bool:
+        return self.backend.put(self._key(key), data)
+
+    def get(self, key: str) -> bytes:
+        return self.backend.get(self._key(key))
+
+    def exists(self, key: str) -> bool:
+        return self.backend.exists(self._key(key))
+
+    def modified(self, key: str):
+        return self.backend.modified(self._key(key))
+
+    def delete(self, key: str) -> None:
+        self.backend.delete(self._key(key))
+
+    def path(self, key: str):
+        return self.backend.path(self._key(key))
+
+    def presigned_get(self, key: str, *args, **kwargs) -> str:
+        return self.backend.presigned_get(self._key(key), *args, **kwargs)
+
+    def list(self, prefix: str = ""):
+        return self.backend.list(self._key(prefix or self._prefix))
+
+
 def json_object(value: dict | None, what: str) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ConfigError(f"{what} must be a JSON object, got {type(value).__name__}")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ConfigError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels; keep it to a few levels")
     try:
         canonical_json(value)
     except (TypeError, ValueError) as exc:
@@ -406,13 +518,28 @@ def json_object(value: dict | None, what: str) -> dict | None:
     return value
 
 
+def _depth(value) -> int:
+    """How deeply ``value`` nests dicts and lists (iterative: no RecursionError on a hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if level > MAX_JSON_DEPTH:
+                return level
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _alias_value(session, alias: str, version_id: int | None) -> dict | None:
     """What an alias points at, as the audit log records it."""
     if version_id is None:
         return None
-    number, digest = session.execute(select(Version.number, Blob.digest).join(Blob, Version.blob_id == Blob.id)
-                                     .where(Version.id == version_id)).one()
-    return {"alias": alias, "version": number, "digest": digest}
+    row = session.execute(select(Version.number, Blob.digest).join(Blob, Version.blob_id == Blob.id)
+                          .where(Version.id == version_id)).first()
+    if row is None:  # removed by a concurrent rm since this transaction found it
+        raise _VersionGone()
+    return {"alias": alias, "version": row.number, "digest": row.digest}
 
 
 def check_quota(session, tenant_row: Tenant, size: int) -> None:

@@ -65,6 +65,11 @@ class MaintenanceMixin:
         blobs in reach (and at least ``SWEEP_GUARD_MIN``).
         """
         cutoff = _cutoff(grace_s)
+        # Retried: on PostgreSQL an add committing a version between this sweep's reads and its DELETE makes
+        # the DELETE fail its foreign key (or a deadlock); the sweep then starts again from a fresh listing.
+        return self._retrying(lambda: self._sweep(cutoff, dry_run, force))
+
+    def _sweep(self, cutoff: datetime, dry_run: bool, force: bool) -> int:
         prefix = f"{self.tenant}/" if self.tenant else ""
         # List before reading rows: a newer upload has its row already. Only vopstore's keys are candidates.
         records = manifest.scan(self.blobs.list(prefix))
@@ -83,6 +88,9 @@ class MaintenanceMixin:
             if not dry_run and not force:
                 _guard_sweep(len(doomed), len(listed | known), self.blobs.url)
             if not dry_run and dead:
+                # Lock the candidates first: an add whose version row references one of them waits (its foreign
+                # key check) until this sweep commits, then retries; the DELETE then re-checks with a fresh view.
+                session.execute(select(Blob.id).where(Blob.id.in_(dead)).with_for_update())
                 # Re-check in the DELETE itself: a concurrent add may have reused or refreshed a row since.
                 dead = set(session.scalars(delete(Blob).where(
                     Blob.id.in_(dead), Blob.created_at < cutoff,

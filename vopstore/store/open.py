@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -61,27 +62,37 @@ def _dir_path(url: str) -> Path:
 
 def _open_dir(path: Path, tenant: str | None, token: str | None, url: str) -> Registry:
     path = path.resolve()
+    if _read_only(path):  # a read-only home or mount: open for reading; a write fails in one line
+        return _open_db(f"sqlite:///{path / 'store.db'}", (path / "blobs").as_uri(), tenant, token,
+                        auto_upgrade=False, name=url if url != "local" else str(path), read_only=True)
     path.mkdir(parents=True, exist_ok=True)
     (path / "blobs").mkdir(exist_ok=True)
     return _open_db(f"sqlite:///{path / 'store.db'}", (path / "blobs").as_uri(), tenant, token,
                     auto_upgrade=True, name=url if url != "local" else str(path))
 
 
+def _read_only(path: Path) -> bool:
+    """Whether the directory store at ``path`` exists but this process cannot write it."""
+    db = path / "store.db"
+    return db.is_file() and not (os.access(path, os.W_OK) and os.access(db, os.W_OK))
+
+
 def _open_db(db_url: str, blobs_url: str, tenant: str | None, token: str | None, *, auto_upgrade: bool,
-             name: str | None = None) -> Registry:
+             name: str | None = None, read_only: bool = False) -> Registry:
     from vopstore.blobs import open_blobs
     from vopstore.db import ensure_head, make_engine, redact, require_head, translate_errors
     from vopstore.store.identity import check_identity
 
     shown = name or redact(db_url)
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, read_only=read_only)
     with translate_errors(shown):
         if auto_upgrade:
             ensure_head(engine)
         else:
             require_head(engine, redact(db_url))
     registry = DirectRegistry(engine, open_blobs(blobs_url), url=shown, tenant=tenant)
-    check_identity(registry)  # a lost or foreign database beside these blobs is refused, not taken as empty
+    with translate_errors(shown):
+        check_identity(registry)  # a lost or foreign database beside these blobs is refused, not taken as empty
     if token is not None:
         scoped = registry.tenant_for_token(token)
         if tenant is not None and tenant != scoped:
