@@ -108,7 +108,7 @@ class HttpRegistry:
 
     def fetch(self, ref_or_info: str | VersionInfo) -> Path:
         info = ref_or_info if isinstance(ref_or_info, VersionInfo) else self.resolve(ref_or_info)
-        return self.cache.get(info.digest) or self.cache.put(info.digest, self.read_blob(info))
+        return self.cache.get(info.digest, info.tenant) or self.cache.put(info.digest, self.read_blob(info), info.tenant)
 
     def log(self, task: str | None = None, limit: int | None = None) -> list[dict]:
         params = {"limit": limit} if limit else None
@@ -127,7 +127,7 @@ class HttpRegistry:
 
         json_object(metrics, "metrics"), json_object(training_config, "training_config")  # before any I/O
         parsed = parse_task(task, self.default_tenant)
-        data, _, _ = read_checkpoint(path)
+        data, _, _ = read_checkpoint(path, contents=True)  # refused here, before any upload
         digest = self._upload(parsed.tenant, data)
         body = {"digest": digest, "metrics": metrics, "message": message, "training_config": training_config,
                 "parent": parent, "created_by": _user()}
