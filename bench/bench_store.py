@@ -65,17 +65,10 @@ def bench_resolve(registry, label: str, tasks: int, versions: int, n: int = 300)
 
 
 def prompt_set(path: Path, seed: int) -> Path:
-    import numpy as np
-    from safetensors.numpy import save
+    """A valid ~0.5 MB ViT-B/32-sized vop prompt set (the store now checks contents against the method)."""
+    from bench_registry import prompt_set as vitb32_vop
 
-    from vopstore.checkpoint import PromptSetMeta
-
-    n = 131072  # 0.5 MB of float32
-    meta = PromptSetMeta(method="vop", config={}, backbone_name="tiny", backbone_fingerprint="ab" * 32,
-                         dtype="float32", params=n)
-    data = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
-    path.write_bytes(save({"t": data}, metadata={"vopstore": meta.to_json()}))
-    return path
+    return vitb32_vop(path, seed)
 
 
 def bench_s3(pg, tmp: Path, rounds: int = 10) -> None:
