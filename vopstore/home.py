@@ -7,6 +7,7 @@ Layout::
       store/store.db     the local store's SQLite database
       store/blobs/       the local store's blobs (content-addressed)
       cache/sha256/ab/<digest>.safetensors   verified blobs from any store, for offline loads
+      galleries/<tenant>/<name>/   video galleries and their search indexes (vopstore.gallery)
 """
 
 from __future__ import annotations
@@ -36,3 +37,8 @@ def local_store_dir() -> Path:
 def cache_dir() -> Path:
     """Folder of the content-addressed cache of verified blobs."""
     return home_dir() / "cache"
+
+
+def galleries_dir() -> Path:
+    """Folder of the video galleries and their search indexes (:mod:`vopstore.gallery`)."""
+    return home_dir() / "galleries"

@@ -34,6 +34,34 @@ class Snapshot:
         """task (``tenant/task``) -> the exact ``VersionInfo`` loaded."""
         return MappingProxyType({task: e.info for task, e in self.bank.entries.items()})
 
+    def entry(self, task: str) -> Entry:
+        """The loaded entry of ``task`` (``tenant/task``, or a bare name in the default tenant): its exact
+        ``info`` (VersionInfo), bank group and slot. Raises NotFoundError if it is not loaded here."""
+        entry = self._lookup(task)
+        if entry is None:
+            raise NotFoundError("a task name is needed (None means plain CLIP, which has no entry)")
+        return entry
+
+    def search(self, texts: str | Sequence[str], task: str | None = None, *,
+               tasks: Sequence[str | None] | None = None, gallery: str, k: int = 10, galleries: Any = None,
+               build_missing: bool = False) -> list[list[tuple[str, float]]]:
+        """See :meth:`Retriever.search`; every step uses this snapshot."""
+        from vopstore.gallery import Galleries
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        queries = self.encode_text(texts, task, tasks=tasks, normalize=True)
+        rows = list(tasks) if tasks is not None else [task] * len(texts)
+        store = galleries if galleries is not None else self._retriever.galleries
+        if not isinstance(store, Galleries):
+            store = Galleries(store)
+        if build_missing:
+            missing = [t for t in dict.fromkeys(rows) if not store.has_index(self, gallery, t)]
+            if missing:
+                store.build_many(self, gallery, missing, progress=False)
+        return store.search(self, queries, rows, gallery, k=k)
+
     def encode_text(self, texts: str | Sequence[str], task: str | None = None, *,
                     tasks: Sequence[str | None] | None = None, normalize: bool = False) -> torch.Tensor:
         """See :meth:`Retriever.encode_text`."""
@@ -145,6 +173,7 @@ class Retriever:
         self._builder.live.add(self._bank)
         self._clock = itertools.count()
         self._last_used: dict[str, int] = {}
+        self._galleries: Any = None
 
     def __repr__(self) -> str:
         return f"Retriever({self.backbone.name!r}, device={str(self.backbone.device)!r}, loaded={len(self._bank.entries)})"
@@ -187,6 +216,42 @@ class Retriever:
                 without a task); an int: that many for every row.
         """
         return self.snapshot().encode_video(videos, task, tasks=tasks, normalize=normalize, num_frames=num_frames)
+
+    def search(self, texts: str | Sequence[str], task: str | None = None, *,
+               tasks: Sequence[str | None] | None = None, gallery: str, k: int = 10, galleries: Any = None,
+               build_missing: bool = False) -> list[list[tuple[str, float]]]:
+        """Top-``k`` videos of ``gallery`` per text: a list per row of (video id, cosine score), best first.
+
+        One snapshot serves the whole call: the texts are encoded (normalised) with it and each
+        row searches the index built for its task's exact version there, so an alias moving
+        meanwhile cannot pair new prompts with an old index.
+
+        Args:
+            texts, task, tasks: as in :meth:`encode_text` (rows of different tasks allowed).
+            gallery: ``tenant/name`` (see :class:`vopstore.gallery.Galleries`).
+            k: results per row (fewer if the index holds fewer videos).
+            galleries: a :class:`~vopstore.gallery.Galleries` or its root folder; None: this
+                Retriever's own (``$VOPSTORE_HOME/galleries``, loaded indexes kept in memory).
+            build_missing: build the index a row's version lacks (embedding every video of the
+                gallery), then search; without it such a row raises NotFoundError.
+
+        Raises:
+            NotFoundError: a task not loaded, no such gallery, or no index for a row's exact
+                version (the message says what to build). ConfigError: k < 1, bad ``tasks``.
+        """
+        return self.snapshot().search(texts, task, tasks=tasks, gallery=gallery, k=k, galleries=galleries,
+                                      build_missing=build_missing)
+
+    @property
+    def galleries(self) -> Any:
+        """This Retriever's :class:`~vopstore.gallery.Galleries` (``$VOPSTORE_HOME/galleries``), made on first use."""
+        if self._galleries is None:
+            from vopstore.gallery import Galleries
+
+            with self._lock:
+                if self._galleries is None:
+                    self._galleries = Galleries()
+        return self._galleries
 
     @property
     def loaded(self) -> Mapping[str, Any]:
