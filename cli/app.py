@@ -35,8 +35,10 @@ def version() -> None:
 COMMAND_MODULES = (
     "vopstore.cli.store_cmds",
     "vopstore.cli.admin_cmds",
+    "vopstore.cli.serve_cmd",
     "vopstore.cli.methods_cmd",
     "vopstore.cli.train_cmds",
+    "vopstore.cli.gallery_cmds",
 )
 
 
