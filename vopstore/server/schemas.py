@@ -81,8 +81,9 @@ class AliasPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target: str = Field(max_length=80, description="the version the alias should name: vN, another alias, or latest")
-    expected_digest: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$",
-                                           description="move only if the alias still points at this digest")
+    expected_digest: Optional[str] = Field(None, pattern=r"^([0-9a-f]{64})?$",
+                                           description="move only if the alias still points at this digest "
+                                                       "(empty: only if there is no such alias yet)")
 
 
 class Uploaded(BaseModel):

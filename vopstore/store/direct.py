@@ -351,7 +351,8 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
 
         With ``expected_digest`` the move is a compare-and-swap: it happens only if the
         alias still points at that digest (ConflictError otherwise), so two promoters
-        racing on one alias cannot silently overwrite each other.
+        racing on one alias cannot silently overwrite each other; ``""`` expects that
+        the alias does not exist yet.
         """
         parsed, alias = self._ref(ref), validate_alias(alias)
 
@@ -373,9 +374,10 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         current = session.scalar(select(Blob.digest).join(Version, Version.blob_id == Blob.id)
                                  .join(Alias, Alias.version_id == Version.id)
                                  .where(Alias.task_id == task_id, Alias.name == alias).with_for_update())
-        if current != expected:
+        if current != (expected or None):  # "" expects no alias at all
             now = f"{current[:12]}..." if current else "nothing"
-            raise ConflictError(f"{task_ref}@{alias} points at {now}, not the expected {expected[:12]}...; "
+            was = f"{expected[:12]}..." if expected else "nothing"
+            raise ConflictError(f"{task_ref}@{alias} points at {now}, not the expected {was}; "
                                 "someone moved it: resolve it again and retry")
 
     def untag(self, task: str, alias: str) -> None:

@@ -50,24 +50,23 @@ def push(src: Registry, dst: Registry, ref: str, *, force: bool = False) -> Vers
     """Copy a version from ``src`` (usually the local store) to ``dst`` (a remote).
 
     Pushing ``task@alias`` refuses to move an alias that already points at another
-    version on the remote (someone else promoted it) unless ``force``.
+    version on the remote (someone else promoted it) unless ``force``. The check and
+    the move are one step: the alias is set with a compare-and-swap against what the
+    check saw, so a promotion made on the remote in between is never silently undone.
     """
-    if not force:
-        _refuse_diverged_alias(src, dst, ref)
-    info, _ = copy_version(src, dst, ref)
-    return info
-
-
-def _refuse_diverged_alias(src: Registry, dst: Registry, ref: str) -> None:
     parsed = parse_ref(ref, src.default_tenant)
-    if parsed.alias is None:
-        return
-    mine, theirs = src.resolve(ref), _find(dst, str(parsed))
+    if parsed.alias is None or force:
+        info, _ = copy_version(src, dst, ref)
+        return info
+    mine = src.resolve(ref)
+    theirs = _find(dst, str(parsed))
     if theirs is not None and theirs.digest != mine.digest:
         raise ConflictError(
             f"{parsed} points at v{theirs.number} on the remote but at v{mine.number} here; pull it to compare, "
             f"push {parsed.task_ref}@v{mine.number} to copy the version without the alias, or --force to move it"
         )
+    info, _ = copy_version(src, dst, mine.ref)  # the exact version, without the alias
+    return dst.tag(info.ref, parsed.alias, expected_digest=theirs.digest if theirs is not None else "")
 
 
 def pull(src: Registry, dst: Registry, ref: str) -> VersionInfo:
