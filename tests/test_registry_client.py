@@ -72,6 +72,46 @@ def test_quota_on_stored_bytes(registry_server, new_tenant, ckpt):
     assert usage["stored_bytes"] == 2 * size and usage["quota_bytes"] == 2 * size
 
 
+def test_concurrent_uploads_never_take_a_tenant_past_its_quota(registry_server, new_tenant, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.fixtures.stores import make_checkpoint
+
+    _, admin = registry_server
+    tenant = new_tenant()
+    size = len(checkpoint_bytes(1))
+    admin.create_tenant(tenant.name, quota_bytes=3 * size)
+    files = [make_checkpoint(tmp_path / f"q{i}.safetensors", seed=300 + i) for i in range(8)]
+
+    def add(path):
+        try:
+            return tenant.client("write").add("t", path)
+        except QuotaExceededError:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        stored = [info for info in pool.map(add, files) if info is not None]
+    assert len(stored) == 3
+    usage = {t["name"]: t for t in admin.list_tenants()}[tenant.name]
+    assert usage["stored_bytes"] <= 3 * size
+
+
+def test_server_messages_never_name_its_bucket_and_odd_values_are_422(registry_server, new_tenant, s3_server, ckpt):
+    server, _ = registry_server
+    tenant = new_tenant()
+    reg = tenant.client("admin")
+    info = reg.add("t", ckpt(1))
+    bucket, prefix = server.blobs[len("s3://"):].split("/", 1)
+    s3_server.client().delete_object(Bucket=bucket, Key=f"{prefix}/{blob_key(tenant.name, info.digest)}")
+    problems = reg.verify()
+    assert problems and all(bucket not in p and "s3://" not in p for p in problems)
+    from vopstore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be stored"):  # PostgreSQL refuses NUL in text: 422, not 500
+        reg.add("w", ckpt(3), message="a\x00b")
+    assert [t.name for t in reg.list_tasks()] == ["t"]
+
+
 def test_unreachable_registry_is_one_line_naming_the_url():
     from tests.fixtures.pgcluster import free_port
 

@@ -167,6 +167,9 @@ def test_tenants_never_reach_each_other(serving):
     assert mixed.status_code == 404  # every row is checked
     loading = httpx.post(f"{serving.url}/v1/tasks/{acme.name}/lsmdc:load", headers=rival.headers("admin"))
     assert loading.status_code == 404
+    owner = acme.client("write")  # acme's alias moves; rival's refresh must neither follow it nor tell of it
+    owner.tag(f"{acme.name}/didemo@v1", "staging")
+    assert httpx.post(f"{serving.url}/v1/refresh", headers=rival.headers("admin"), timeout=60).json() == {}
     assert httpx.get(f"{serving.url}/v1/tasks", headers=rival.headers("read")).json() == []
     listed = httpx.get(f"{serving.url}/v1/tasks", headers=acme.headers("read")).json()
     assert {t["task"] for t in listed} == {f"{acme.name}/{t}" for t in ("lsmdc", "msrvtt", "didemo")}

@@ -108,7 +108,7 @@ def translate_errors(url: str) -> Iterator[None]:
     saying how to recover; a read-only database asked to write: StoreUnavailableError saying so; a
     deadlock or serialization failure: TransientDatabaseError (the registry retries those).
     """
-    from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
+    from sqlalchemy.exc import DatabaseError, DataError as SaDataError, InterfaceError, OperationalError
 
     try:
         yield
@@ -123,6 +123,11 @@ def translate_errors(url: str) -> Iterator[None]:
             raise StoreUnavailableError(
                 f"database {redact(url)} is read-only here ({reason}); reading works, writing needs a writable "
                 "store folder (check its permissions, or VOPSTORE_HOME)") from None
+        if isinstance(exc, SaDataError):  # e.g. a NUL character in a text field on PostgreSQL
+            from vopstore.errors import ConfigError
+
+            raise ConfigError(f"a value cannot be stored ({reason.split(' [SQL')[0]}); remove control characters "
+                              "and keep fields within their limits") from None
         if not isinstance(exc, (OperationalError, InterfaceError)):
             raise  # integrity errors and the like: the caller's retry loop or a bug, not an outage
         where = ("check the file and its folder's permissions" if url.startswith(("sqlite", "/", "file:", "local"))

@@ -21,7 +21,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vopstore import __version__
-from vopstore.errors import AuthenticationError, PermissionDeniedError, RateLimitedError, VopstoreError
+from vopstore.errors import (AuthenticationError, PermissionDeniedError, RateLimitedError, StoreUnavailableError,
+                             VopstoreError)
 from vopstore.server.ratelimit import RateLimiter
 from vopstore.server.settings import ServerSettings
 from vopstore.store.tenants import TokenIdentity
@@ -89,7 +90,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     settings = settings or ServerSettings.from_env()
     registry = open_store(settings.db, blobs=settings.blobs)
-    registry.url = settings.name  # messages name the registry, never its database URL
+    registry.url = settings.name  # messages name the registry, never its database URL ...
+    _rename_blobs(registry.blobs, f"{settings.name}'s blob store")  # ... nor its bucket or folder
     app = FastAPI(title="vopstore registry", version=__version__,
                   description="Multi-tenant store of VoP prompt sets. Every /v1 call needs a bearer token.")
     app.state.vopstore = ServerState(settings, registry, RateLimiter(settings.rate, settings.burst))
@@ -128,6 +130,10 @@ def _add_error_handlers(app: FastAPI) -> None:
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         elif isinstance(exc, AuthenticationError):
             headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, StoreUnavailableError):  # the driver's words may name hosts and users: log them
+            log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return problem(exc.http_status, exc.code, "the registry's database or blob store is unavailable; "
+                           "retry later", {"Retry-After": "1"})
         return problem(exc.http_status, exc.code, _one_line(str(exc)), headers)
 
     @app.exception_handler(RequestValidationError)
@@ -146,6 +152,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem(500, "internal", "internal error; the server log has the details")
+
+
+def _rename_blobs(blobs, name: str) -> None:
+    """Make every layer of the blob backend (wrappers included) call itself ``name`` in messages."""
+    seen = set()
+    while blobs is not None and id(blobs) not in seen:
+        seen.add(id(blobs))
+        if "url" in vars(blobs):
+            blobs.url = name
+        blobs = next((getattr(blobs, a) for a in ("_blobs", "backend") if a in vars(blobs)), None)
 
 
 def _one_line(text: str) -> str:

@@ -115,7 +115,7 @@ def create_app(service) -> FastAPI:
     @app.post("/v1/refresh", responses=_PROBLEMS)
     def refresh(who: Caller = Depends(admin)) -> dict:
         """Follow moved aliases now (also done every --refresh seconds)."""
-        return {task: info.ref for task, info in service.refresh().items()}
+        return {task: info.ref for task, info in service.refresh(who.tenant).items()}
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -127,7 +127,7 @@ def create_app(service) -> FastAPI:
             from vopstore.server.app import problem
 
             return problem(503, "store_unavailable", "loading the backbone and the --load tasks")
-        return {"status": "ready", "tasks": len(service.retriever.loaded)}
+        return {"status": "ready"}
 
     @app.get("/metrics")
     def metrics() -> Response:

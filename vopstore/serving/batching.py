@@ -70,7 +70,14 @@ class Batcher:
                     break
                 batch.append(nxt)
                 rows += len(nxt.items)
-            await self._forward(loop, batch, rows)
+            batch = [p for p in batch if not p.future.done()]  # callers that went away are not computed
+            if not batch:
+                continue
+            try:
+                await self._forward(loop, batch, sum(len(p.items) for p in batch))
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                for p in batch:
+                    p.future.done() or p.future.set_exception(exc)
 
     async def _forward(self, loop, batch: list[_Pending], rows: int) -> None:
         items = [item for p in batch for item in p.items]

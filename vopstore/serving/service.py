@@ -10,7 +10,9 @@ version (built on the fly when missing), so new prompts never meet an old index.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -51,6 +53,7 @@ class Service:
         self.video = Batcher(self._forward_video, max_rows=max(1, max_rows // 8), max_wait_s=max_wait_s,
                              observe=self.metrics.batch("video"))
         self.followed: dict[str, Followed] = {}
+        self._building = threading.Lock()
         self.ready = False
 
     # -- the forwards (executor thread) -----------------------------------------------------------
@@ -119,17 +122,18 @@ class Service:
             out, snapshot = await self.text.submit(texts, rows)
             try:
                 return self.galleries.search(snapshot, _normalized(out, True), rows, name, k), _versions(snapshot, rows)
-            except NotFoundError:
-                if attempt or not self._build_missing(snapshot, name, rows):
+            except NotFoundError:  # no index for this version yet: build it in a worker thread, not on the loop
+                if attempt or not await asyncio.to_thread(self._build_missing, name, rows):
                     raise
 
-    def _build_missing(self, snapshot, name: str, rows: list[str]) -> bool:
+    def _build_missing(self, name: str, rows: list[str]) -> bool:
         """Build the indexes a search lacked (for the versions now loaded); False if there is nothing to build."""
         if not self.galleries.exists(name):
             return False
-        for task in sorted(set(rows)):
-            if not self.galleries.has_index(self.retriever.snapshot(), name, task):
-                self.galleries.build(self.retriever, name, task, progress=False)
+        with self._building:  # one build at a time: concurrent searches wait for it, then find the index
+            for task in sorted(set(rows)):
+                if not self.galleries.has_index(self.retriever.snapshot(), name, task):
+                    self.galleries.build(self.retriever, name, task, progress=False)
         return True
 
     def _check_duration(self, path: Path) -> None:
@@ -170,10 +174,15 @@ class Service:
         self._loaded_gauges()
         return info
 
-    def refresh(self) -> dict[str, Any]:
-        """Switch every followed task whose ref now names another version; return task -> new version."""
+    def refresh(self, tenant: str | None = None) -> dict[str, Any]:
+        """Switch every followed task (of ``tenant``; None: all) whose ref now names another version.
+
+        Returns task -> the new version, for the tasks that changed.
+        """
         changed = {}
         for task, followed in list(self.followed.items()):
+            if tenant is not None and not task.startswith(f"{tenant}/"):
+                continue
             loaded = self.retriever.loaded.get(task)
             try:
                 info = self._resolve(followed.ref, followed.token)

@@ -265,6 +265,8 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             tenant_row = sql.get_or_create(session, Tenant, name=tenant)
             blob = session.scalars(select(Blob).where(Blob.tenant_id == tenant_row.id, Blob.digest == digest)).first()
             if blob is None:
+                if tenant_row.quota_bytes is not None:  # concurrent uploads of one tenant sum one at a time
+                    session.execute(select(Tenant.id).where(Tenant.id == tenant_row.id).with_for_update())
                 check_quota(session, tenant_row, len(data))
                 blob = sql.get_or_create(session, Blob, {"size": len(data)}, tenant_id=tenant_row.id, digest=digest)
             blob.created_at = utcnow()
