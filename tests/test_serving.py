@@ -223,7 +223,9 @@ def test_search_equals_the_retriever_and_a_moved_alias_never_meets_an_old_index(
     assert all(abs(s - e) < ATOL for row, erow in zip(got, expected) for (_, s), (_, e) in zip(row, erow))
 
     rival = _post(serving, "/v1/search", {**body, "gallery": f"{a}/clips"}, tenant=serving.rival)
-    assert rival.status_code == 404  # another tenant's gallery (and task) look missing
+    ghost = _post(serving, "/v1/search", {**body, "gallery": "ghost"})  # acme's own gallery that does not exist
+    assert rival.status_code == ghost.status_code == 404  # another tenant's gallery looks exactly like a missing one
+    assert rival.json()["detail"].replace("clips", "X") == ghost.json()["detail"].replace("ghost", "X")
 
     owner = serving.acme.client("write")  # the alias moves: the old index must never serve the new prompts
     v2, _ = publish(owner, tiny_backbone, tmp_path, f"{a}/msrvtt", "vop-f", 12)

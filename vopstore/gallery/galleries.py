@@ -384,6 +384,10 @@ class Galleries:
         tenant, gallery = parse_gallery(name)
         return self.root / tenant / gallery
 
+    def missing(self, name: str) -> NotFoundError:
+        """The error a missing gallery gets (the service gives it for other tenants' galleries too)."""
+        return self._no_gallery(name)
+
     def _no_gallery(self, name: str) -> NotFoundError:
         return NotFoundError(f"no gallery {self.label(name)}; create it with: vopstore index build "
                              f"{self.label(name)} --task TASK --videos DIR")

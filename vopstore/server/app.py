@@ -9,6 +9,7 @@ client maps back onto :mod:`vopstore.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class ServerState:
     settings: ServerSettings
     registry: object  # DirectRegistry over the server's database and blobs
     limiter: RateLimiter
+    uploads: asyncio.Semaphore  # uploads in flight per worker: memory stays under N x max_upload_bytes
 
     def scoped(self, identity: TokenIdentity):
         """A registry handle that reaches only the token's tenant and names the token in the audit log."""
@@ -94,7 +96,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     _rename_blobs(registry.blobs, f"{settings.name}'s blob store")  # ... nor its bucket or folder
     app = FastAPI(title="vopstore registry", version=__version__,
                   description="Multi-tenant store of VoP prompt sets. Every /v1 call needs a bearer token.")
-    app.state.vopstore = ServerState(settings, registry, RateLimiter(settings.rate, settings.burst))
+    app.state.vopstore = ServerState(settings, registry, RateLimiter(settings.rate, settings.burst),
+                                     asyncio.Semaphore(settings.max_concurrent_uploads))
     app.include_router(router, prefix="/v1")
     _add_health(app)
     _add_error_handlers(app)

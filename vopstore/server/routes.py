@@ -117,20 +117,21 @@ async def upload(tenant: str, digest: str, request: Request, who: TokenIdentity 
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise QuotaExceededError(f"upload of {declared} bytes is over this registry's limit of {limit} bytes")
-    hasher, size = hashlib.sha256(), 0
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise QuotaExceededError(f"upload is over this registry's limit of {limit} bytes")
-            hasher.update(chunk)
-            spool.write(chunk)
-        if hasher.hexdigest() != digest:
-            raise IntegrityError(f"the body's sha256 is {hasher.hexdigest()[:12]}..., not {digest[:12]}... as the URL "
-                                 "says; the upload was damaged or cut short: send it again")
-        spool.seek(0)
-        data = spool.read()
-    await run_in_threadpool(shared.scoped(who).upload, data, tenant)
+    async with shared.uploads:  # a bounded number in flight per worker
+        hasher, size = hashlib.sha256(), 0
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise QuotaExceededError(f"upload is over this registry's limit of {limit} bytes")
+                hasher.update(chunk)
+                spool.write(chunk)
+            if hasher.hexdigest() != digest:
+                raise IntegrityError(f"the body's sha256 is {hasher.hexdigest()[:12]}..., not {digest[:12]}... as "
+                                     "the URL says; the upload was damaged or cut short: send it again")
+            spool.seek(0)
+            data = spool.read()
+        await run_in_threadpool(shared.scoped(who).upload, data, tenant)
     return {"digest": digest, "size": size}
 
 

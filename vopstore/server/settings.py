@@ -18,6 +18,7 @@ class ServerSettings:
         db: database URL (holds the credentials the clients never see), or a directory store's folder.
         blobs: blob store URL (``s3://bucket/prefix`` or a folder); needed with a database URL.
         max_upload_bytes: larger uploads are refused with 413 before they are stored.
+        max_concurrent_uploads: uploads a worker takes at once (others wait), bounding its memory.
         rate: requests per second each token may make (a token bucket per token and worker); 0 turns it off.
         burst: how many requests a token may make at once before ``rate`` applies.
         presign: serve S3 downloads as short-lived presigned URLs (307) instead of through the server.
@@ -30,12 +31,13 @@ class ServerSettings:
     max_upload_bytes: int = 256 * 1024 * 1024
     rate: float = 200.0
     burst: float = 400.0
+    max_concurrent_uploads: int = 4
     presign: bool = False
     presign_ttl_s: int = 60
     name: str = "the registry"
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or self.rate < 0 or self.burst < 1 or self.presign_ttl_s < 1:
+        if self.max_upload_bytes < 1 or self.max_concurrent_uploads < 1 or self.rate < 0 or self.burst < 1 or self.presign_ttl_s < 1:
             raise ConfigError("max_upload_bytes, burst and presign_ttl_s must be positive and rate >= 0")
 
     def to_env(self) -> dict[str, str]:

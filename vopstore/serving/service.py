@@ -94,8 +94,10 @@ class Service:
         tenant, _, short = name.rpartition("/")
         tenant = tenant or caller.tenant
         validate_name(short, "gallery")
-        if tenant != caller.tenant:
-            raise NotFoundError(f"no gallery {tenant}/{short} here")
+        if tenant != caller.tenant:  # exactly what a missing gallery of one's own gets
+            validate_name(tenant, "tenant")
+            raise self.galleries.missing(f"{tenant}/{short}") if self.galleries is not None else \
+                NotFoundError(f"no gallery {tenant}/{short}")
         return f"{tenant}/{short}"
 
     # -- requests ---------------------------------------------------------------------------------
