@@ -66,6 +66,7 @@ def serve(db: str = typer.Option(..., "--db", help="Database URL (postgresql+psy
           port: int = typer.Option(8700, "--port"),
           workers: int = typer.Option(1, "--workers", help="Worker processes (more than one needs PostgreSQL)."),
           max_upload: str = typer.Option("256MiB", "--max-upload", help="Largest accepted upload."),
+          max_uploads: int = typer.Option(4, "--max-concurrent-uploads", help="Uploads a worker takes at once."),
           rate: float = typer.Option(200.0, "--rate", help="Requests per second per token and worker (0: off)."),
           burst: float = typer.Option(400.0, "--burst", help="Requests a token may make at once."),
           presign: bool = typer.Option(False, "--presign", help="Serve S3 downloads as presigned URLs."),
@@ -74,7 +75,7 @@ def serve(db: str = typer.Option(..., "--db", help="Database URL (postgresql+psy
     from vopstore.server import ServerSettings, serve as run
 
     settings = ServerSettings(db=db, blobs=blobs, max_upload_bytes=parse_size(max_upload), rate=rate, burst=burst,
-                              presign=presign)
+                              presign=presign, max_concurrent_uploads=max_uploads)
     run(settings, host=host, port=port, workers=workers, log_level=log_level)
 
 
