@@ -101,9 +101,26 @@ def test_known_values_even_median():
     (torch.zeros(3, 4), None, "needs text_to_video"),
     (torch.zeros(3, 3), torch.tensor([0, 1, 1]), "at least one caption"),
     (torch.zeros(3, 3), torch.tensor([0, 1, 3]), "video indices"),
+    # each check on its own (an `or` turned `and` must not let one through)
+    (torch.zeros(3, 3), torch.tensor([0, 1, -1]), "video indices"),
+    (torch.zeros(3, 3), torch.tensor([0, 1, 2, 0]), "video indices"),
+    (torch.zeros(3, 3), torch.tensor([0, 1]), "video indices"),
     (torch.tensor([[float("nan")]]), None, "NaN"),
     (torch.zeros(0, 0), None, "non-empty"),
 ])
 def test_bad_input_is_refused(sim, t2v, match):
     with pytest.raises(DataError, match=match):
         retrieval_metrics(sim, t2v)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_metrics_on_cuda_match_cpu():
+    """Tensors on an accelerator stay there: every helper tensor is made on the input's device."""
+    g = torch.Generator().manual_seed(300)
+    t2v = torch.cat([torch.arange(6), torch.randint(0, 6, (5,), generator=g)])
+    sim = torch.randn(len(t2v), 6, generator=g)
+    want = retrieval_metrics(sim, t2v)
+    assert retrieval_metrics(sim.cuda(), t2v.cuda()) == want
+    assert retrieval_metrics(sim.cuda(), t2v.tolist()) == want
+    square = torch.randn(7, 7, generator=g)
+    assert retrieval_metrics(square.cuda()) == retrieval_metrics(square)

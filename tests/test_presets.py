@@ -37,9 +37,14 @@ def test_int_given_for_float_field_is_accepted():
     assert build_config(sets=["lr=1"]).lr == 1.0
 
 
-@pytest.mark.parametrize("bad", ["epochs=0", "lr=-1", "precision=fp8", "batch_size=30", "epochs=two", "nosuch=1", "noequals"])
-def test_bad_overrides_are_refused(bad):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("bad, match", [
+    ("epochs=0", "epochs must be >= 1"), ("lr=-1", "lr and aux_lr must be > 0"),
+    ("precision=fp8", "precision must be one of"), ("batch_size=30", "not divisible by grad_accum 4"),
+    ("epochs=two", "epochs must be a int"), ("nosuch=1", "unknown training option.*nosuch"),
+    ("noequals", "override must look like key=value"),
+])
+def test_bad_overrides_are_refused(bad, match):
+    with pytest.raises(ConfigError, match=match):
         build_config(sets=[bad, "grad_accum=4"] if bad.startswith("batch_size") else [bad])
 
 
@@ -51,7 +56,7 @@ def test_unknown_preset_is_a_lookup_error():
 def test_micro_batch_splits_the_global_batch():
     cfg = TrainConfig(batch_size=32, grad_accum=2)
     assert cfg.micro_batch(1) == 16 and cfg.micro_batch(4) == 4
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="does not split over 3 ranks"):
         cfg.micro_batch(3)
 
 

@@ -56,7 +56,7 @@ def test_unknown_method_and_bad_config(tiny_backbone):
         build_method("vop-f", tiny_backbone, k_shallow=3)
     with pytest.raises(ConfigError, match="unknown setting"):
         build_method("vop", tiny_backbone, visual_promts=8)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="text_prompts must be an integer >= 0, got -1"):
         build_method("vop", tiny_backbone, text_prompts=-1)
 
 

@@ -72,5 +72,5 @@ def test_a_finished_run_trains_no_further_and_another_config_is_refused(tmp_path
     recipe.train(recipe.setup(cfg, toy, tmp_path / "run", backbone=tiny_backbone), progress=False)
     again = recipe.setup(cfg, toy, tmp_path / "run", backbone=tiny_backbone)
     assert again.done and recipe.train(again, progress=False)["steps"] == 0
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="holds a run with another training config"):
         recipe.setup(_cfg(tiny_backbone_dir, epochs=1, lr=1e-4), toy, tmp_path / "run", backbone=tiny_backbone)

@@ -6,12 +6,14 @@ the HTTP registry must behave exactly like a direct store.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
-from tests.fixtures.stores import checkpoint_bytes
+from tests.fixtures.stores import assert_implements_registry, checkpoint_bytes
 from vopstore.errors import (AliasNotFoundError, ConfigError, ConflictError, FileMissingError,
                              InvalidCheckpointError, InvalidRefError, TaskNotFoundError, VersionNotFoundError)
-from vopstore.store import Registry, open_store, pull, push
+from vopstore.store import open_store, pull, push
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
@@ -29,19 +31,24 @@ def reg(request, registry_server, new_tenant, s3_env):
 
 
 def test_satisfies_the_protocol(reg):
-    assert isinstance(reg, Registry)
+    assert_implements_registry(reg)
 
 
 def test_add_resolve_list(reg, ckpt):
     t = reg.default_tenant
+    before = datetime.now(timezone.utc)
     v1 = reg.add("lsmdc", ckpt(1), metrics={"t2v_r1": 21.5}, message="first", training_config={"lr": 1e-3})
     v2 = reg.add("lsmdc", ckpt(2), parent="lsmdc@v1")
+    after = datetime.now(timezone.utc)
     assert (v1.ref, v2.ref) == (f"{t}/lsmdc@v1", f"{t}/lsmdc@v2")
     assert reg.resolve("lsmdc").ref == v2.ref == reg.resolve(f"{t}/lsmdc@latest").ref
     got = reg.resolve("lsmdc@v1")
     assert got.metrics == {"t2v_r1": 21.5} and got.message == "first" and got.training_config == {"lr": 1e-3}
     assert (got.method, got.params, got.backbone_name, got.size) == ("vop", 16, "tiny", len(checkpoint_bytes(1)))
-    assert got.created_at is not None and got.created_at.tzinfo is not None
+    # an aware timestamp of when it was added (1 s slack for the database's rounding), in add order
+    assert got.created_at.tzinfo is not None
+    assert before - timedelta(seconds=1) <= got.created_at <= reg.resolve("lsmdc@v2").created_at
+    assert reg.resolve("lsmdc@v2").created_at <= after + timedelta(seconds=1)
     assert reg.resolve("lsmdc@v2").parent == f"{t}/lsmdc@v1"
     assert [v.number for v in reg.list_versions("lsmdc")] == [1, 2]
     assert [(x.ref, x.versions, x.latest) for x in reg.list_tasks()] == [(f"{t}/lsmdc", 2, 2)]
@@ -94,7 +101,7 @@ def test_bad_input_is_refused_and_nothing_is_stored(reg, tmp_path):
     with pytest.raises(FileMissingError):
         reg.add("t", tmp_path / "absent.safetensors")
     (tmp_path / "good").write_bytes(checkpoint_bytes(1))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="metrics is not JSON-serialisable"):
         reg.add("t", tmp_path / "good", metrics={"r1": float("nan")})
     assert reg.list_tasks() == []
 

@@ -10,13 +10,12 @@ from tests.fixtures.stores import make_checkpoint
 WRITERS, PER_WRITER = 8, 3
 
 CHILD = """
-import os, sys, time
+import sys
 from vopstore.store import open_store
-url, blobs, go, files = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4:]
+url, blobs, files = sys.argv[1], sys.argv[2] or None, sys.argv[3:]
 store = open_store(url, blobs=blobs)
 print("ready", flush=True)
-while not os.path.exists(go):
-    time.sleep(0.005)
+assert sys.stdin.readline() == "go\\n"  # blocks until the parent releases every writer at once
 for f in files:
     print(store.add("shared", f).ref, flush=True)
 """
@@ -25,13 +24,15 @@ for f in files:
 def test_concurrent_writers_get_consecutive_numbers(store_spec, tmp_path):
     files = [[str(make_checkpoint(tmp_path / f"w{w}-{i}.st", seed=100 * w + i)) for i in range(PER_WRITER)]
              for w in range(WRITERS)]
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, store_spec.url, store_spec.blobs or "", str(go), *f],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, store_spec.url, store_spec.blobs or "", *f],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for f in files]
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        go.touch()  # all writers start together, so their transactions really overlap
+        for proc in procs:  # all writers start together, so their transactions really overlap
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         outputs = []
         for proc in procs:
             out, err = proc.communicate(timeout=120)

@@ -1,4 +1,9 @@
-"""kill -9 an add or a push at random points: afterwards verify is clean and no version lacks its blob."""
+"""kill -9 an add or a push at seeded points of its work: afterwards verify is clean and no version lacks its blob.
+
+Each child reports every finished operation on stdout and, once all are done, waits for
+stdin to close, so the parent kills it right after a seeded number of finished operations
+while the next one is under way: the kill always lands mid-work, on any machine speed.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,6 +27,9 @@ store = open_store(sys.argv[1])
 print("ready", flush=True)
 for f in sys.argv[2:]:
     store.add("t", f)
+    print("done", flush=True)
+print("finished", flush=True)
+sys.stdin.read()
 """
 
 PUSHER = """
@@ -32,18 +39,27 @@ src, dst = open_store(sys.argv[1]), open_store(sys.argv[2])
 print("ready", flush=True)
 for v in src.list_versions("t"):
     push(src, dst, v.ref)
+    print("done", flush=True)
+print("finished", flush=True)
+sys.stdin.read()
 """
 
 
-def _kill_at_random(args: list[str], rng: random.Random) -> bool:
-    """Run a child and SIGKILL it at a random moment of its work; True if it was still working."""
-    proc = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _kill_after(args: list[str], finished_ops: int) -> None:
+    """Run a child and SIGKILL it as soon as it reports ``finished_ops`` operations done (the next is running)."""
+    proc = subprocess.Popen([sys.executable, "-c", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        time.sleep(rng.uniform(0.0, 0.2))
+        for _ in range(finished_ops):
+            assert proc.stdout.readline().strip() == "done", proc.stderr.read()
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-    return proc.wait(timeout=30) == -signal.SIGKILL
+        rest = proc.communicate(timeout=30)[0]
+    assert proc.returncode == -signal.SIGKILL
+    # At least two operations were left after the kill point: the child cannot have run them all
+    # between its last report and the signal (they take milliseconds; the kill microseconds).
+    assert "finished" not in rest, "the child finished before the kill: it proves nothing"
 
 
 def _assert_consistent(store) -> None:
@@ -60,11 +76,16 @@ def test_kill_during_add(tmp_path):
     rng = random.Random(7)
     url = (tmp_path / "store").as_uri()
     files = [str(make_checkpoint(tmp_path / f"f{i}.st", seed=i)) for i in range(10 * TRIALS)]
-    killed = 0
+    before = 0
     for trial in range(TRIALS):
-        killed += _kill_at_random([ADDER, url, *files[trial * 10:(trial + 1) * 10]], rng)
-        _assert_consistent(open_store(url))
-    assert killed >= TRIALS // 2, "most children must die mid-work, or the test proves nothing"
+        done = rng.randrange(0, 9)  # of 10 adds: at least two are left when the kill lands
+        _kill_after([ADDER, url, *files[trial * 10:(trial + 1) * 10]], done)
+        store = open_store(url)
+        _assert_consistent(store)
+        after = len(store.list_versions("t")) if store.list_tasks() else 0
+        # every add that returned is there; the one killed is there wholly or not at all
+        assert before + done <= after <= before + done + 1
+        before = after
     numbers = [v.number for v in open_store(url).list_versions("t")] if open_store(url).list_tasks() else []
     assert numbers == list(range(1, len(numbers) + 1))  # killed adds leave no gaps or duplicates
 
@@ -76,11 +97,16 @@ def test_kill_during_push(tmp_path):
     src = open_store(src_url)
     for i in range(40):
         src.add("t", make_checkpoint(tmp_path / f"f{i}.st", seed=i))
-    killed = 0
+    pushed = 0
     for _ in range(TRIALS):
-        killed += _kill_at_random([PUSHER, src_url, dst_url], rng)
-        _assert_consistent(open_store(dst_url))
-    assert killed >= TRIALS // 2, "most children must die mid-work, or the test proves nothing"
+        # each round pushes what is left (earlier versions are no-ops): kill after a few new copies
+        done = rng.randrange(0, 3)
+        _kill_after([PUSHER, src_url, dst_url], pushed + done)
+        dst = open_store(dst_url)
+        _assert_consistent(dst)
+        there = len(dst.list_versions("t")) if dst.list_tasks() else 0
+        assert pushed + done <= there <= pushed + done + 1  # every push that returned is there
+        pushed = there
     dst = open_store(dst_url)
     for info in src.list_versions("t"):  # finishing the interrupted pushes afterwards just works
         copy_version(src, dst, info.ref)

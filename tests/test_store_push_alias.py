@@ -25,3 +25,20 @@ def test_push_refuses_to_move_a_diverged_remote_alias(tmp_path):
     push(local, remote, "lsmdc@prod", force=True)
     assert remote.resolve("lsmdc@prod").digest == v1.digest
     push(local, remote, "lsmdc@prod")  # agreeing alias: an idempotent no-op
+
+
+def test_push_alias_between_stores_scoped_to_another_tenant(tmp_path):
+    """Refs without a tenant mean the handle's tenant (acme here), for the conflict check too, not `local`."""
+    local = open_store(str(tmp_path / "local"), "acme")
+    remote = open_store(str(tmp_path / "remote"), "acme")
+    v1 = local.add("lsmdc", make_checkpoint(tmp_path / "a.safetensors", seed=1))
+    local.tag(v1.ref, "prod")
+    assert push(local, remote, "lsmdc@prod").ref == "acme/lsmdc@v1"
+    assert push(local, remote, "lsmdc@prod").ref == "acme/lsmdc@v1"  # the alias already agrees: a no-op
+    assert remote.resolve("acme/lsmdc@prod").digest == v1.digest
+
+    colleague = remote.add("lsmdc", make_checkpoint(tmp_path / "b.safetensors", seed=2))
+    remote.tag(colleague.ref, "prod")
+    with pytest.raises(ConflictError, match="acme/lsmdc@prod points at v2 on the remote but at v1 here"):
+        push(local, remote, "lsmdc@prod")
+    assert remote.resolve("lsmdc@prod").digest == colleague.digest

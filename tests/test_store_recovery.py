@@ -285,7 +285,7 @@ def test_gc_grace_covers_blobs_without_a_row(registry):
 def test_gc_rejects_a_grace_that_is_not_a_finite_non_negative_number(run, ckpt, grace):
     run("add", "t", str(ckpt(1)))
     _one_line_error(*run("gc", "--grace", grace), "grace")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="gc grace must be a finite number of seconds >= 0"):
         open_store().gc(grace_s=float(grace))
 
 

@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from tests.fixtures.stores import checkpoint_bytes
+from tests.fixtures.stores import assert_implements_registry, checkpoint_bytes
 from vopstore.blobs.base import blob_key, is_blob_key
 from vopstore.errors import (AliasNotFoundError, ConfigError, ConflictError, FileMissingError, IntegrityError,
                              InvalidCheckpointError, InvalidRefError, PermissionDeniedError, StoreUnavailableError,
                              TaskNotFoundError, VersionNotFoundError)
-from vopstore.store import Registry, open_store
+from vopstore.store import open_store
 
 
 def test_registry_satisfies_the_protocol(registry):
-    assert isinstance(registry, Registry)
+    assert_implements_registry(registry)
 
 
 def test_add_numbers_versions_and_resolves_latest(registry, ckpt):
+    before = datetime.now(timezone.utc)
     v1 = registry.add("lsmdc", ckpt(1), metrics={"t2v_r1": 21.5}, message="first", training_config={"lr": 1e-3})
     v2 = registry.add("lsmdc", ckpt(2), parent="lsmdc@v1")
+    after = datetime.now(timezone.utc)
     assert (v1.ref, v2.ref) == ("local/lsmdc@v1", "local/lsmdc@v2")
     assert registry.resolve("lsmdc").ref == v2.ref == registry.resolve("local/lsmdc@latest").ref
     got = registry.resolve("lsmdc@v1")
     assert got.metrics == {"t2v_r1": 21.5} and got.message == "first" and got.training_config == {"lr": 1e-3}
     assert (got.method, got.params, got.backbone_name, got.size) == ("vop", 16, "tiny", len(checkpoint_bytes(1)))
-    assert got.created_at is not None and got.created_at.tzinfo is not None
+    # an aware timestamp of when it was added (1 s slack for the database's rounding), in add order
+    assert got.created_at.tzinfo is not None
+    assert before - timedelta(seconds=1) <= got.created_at <= registry.resolve("lsmdc@v2").created_at
+    assert registry.resolve("lsmdc@v2").created_at <= after + timedelta(seconds=1)
     assert registry.resolve("lsmdc@v2").parent == "local/lsmdc@v1"
 
 
@@ -174,10 +180,10 @@ def test_bad_files_are_refused(registry, tmp_path):
             registry.add("t", tmp_path / name)
     with pytest.raises(FileMissingError):
         registry.add("t", tmp_path / "absent.safetensors")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="metrics must be a JSON object"):
         registry.add("t", tmp_path / "x", metrics=["not", "a", "dict"])
     (tmp_path / "good").write_bytes(good)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="metrics is not JSON-serialisable"):
         registry.add("t", tmp_path / "good", metrics={"r1": float("nan")})
     assert registry.list_tasks() == []
 
@@ -196,11 +202,11 @@ def test_shared_database_is_not_migrated_implicitly(postgres_db, tmp_path):
 
 def test_database_url_needs_blobs_and_a_registry_url_needs_a_token(monkeypatch):
     monkeypatch.delenv("VOPSTORE_TOKEN", raising=False)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="a database URL needs a blob store"):
         open_store("postgresql+psycopg://127.0.0.1:1/x")
     with pytest.raises(ConfigError, match="needs a token"):
         open_store("https://registry.example.com")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unsupported store URL 'ftp://example.com/store'"):
         open_store("ftp://example.com/store")
 
 

@@ -83,7 +83,7 @@ def test_schedule_warms_up_linearly_for_10_percent_then_decays_as_a_cosine():
 
 def test_a_method_without_trainable_parameters_is_refused():
     module = nn.Linear(2, 2).requires_grad_(False)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="has no trainable parameters"):
         build_optimizer(module, TrainConfig(), total_steps=10)
 
 
