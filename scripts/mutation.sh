@@ -29,11 +29,11 @@ TARGETS=(
   "metrics|vopstore/trainer/metrics.py|tests/test_metrics.py"
   "sync|vopstore/store/sync.py|tests/test_store_sync.py tests/test_store_push_alias.py tests/test_store_push_race.py"
   "direct|vopstore/store/direct.py|tests/test_store_registry.py tests/test_store_hardening.py tests/test_store_races.py tests/test_store_recovery.py tests/test_store_concurrency.py tests/test_store_sync.py"
-  "cache|vopstore/store/cache.py|tests/test_store_registry.py tests/test_store_hardening.py tests/test_store_sync.py tests/test_checkpoint.py"
+  "cache|vopstore/store/cache.py|tests/test_store_registry.py tests/test_store_hardening.py tests/test_store_sync.py tests/test_checkpoint.py tests/test_store_scope_matrix.py tests/test_store_cache.py"
   "maintenance|vopstore/store/maintenance.py|tests/test_store_registry.py tests/test_store_recovery.py tests/test_store_faults.py tests/test_store_races.py tests/test_store_concurrency.py"
   "blobs|vopstore/blobs/*|tests/test_blobs_contract.py tests/test_blobs_factory.py tests/test_blobs_local.py tests/test_blobs_s3.py"
-  "encode|vopstore/runtime/encode.py|tests/test_runtime_lifecycle.py tests/test_runtime_mixed.py tests/test_runtime_merged_rows.py tests/test_runtime_video.py tests/test_runtime_promises.py"
-  "runtime|vopstore/runtime/*|tests/test_runtime_lifecycle.py tests/test_runtime_mixed.py tests/test_runtime_merged_rows.py tests/test_runtime_video.py tests/test_runtime_promises.py"
+  "encode|vopstore/runtime/encode.py|tests/test_runtime_lifecycle.py tests/test_runtime_mixed.py tests/test_runtime_merged_rows.py tests/test_runtime_video.py tests/test_runtime_promises.py tests/test_runtime_text_groups.py"
+  "runtime|vopstore/runtime/*|tests/test_runtime_lifecycle.py tests/test_runtime_mixed.py tests/test_runtime_merged_rows.py tests/test_runtime_video.py tests/test_runtime_promises.py tests/test_runtime_text_groups.py"
   "forward|vopstore/prompts/forward.py|tests/test_prompts_methods.py tests/test_prompts_golden.py tests/test_prompts_oracle.py tests/test_runtime_mixed.py"
 )
 
