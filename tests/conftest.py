@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.s3",
     "tests.fixtures.registry_server",
+    "tests.fixtures.cli",
 ]
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.cli import run_cli
 from tests.fixtures.stores import checkpoint_bytes
-from vopstore.cli.app import main
 from vopstore.refs import _NAME
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -26,20 +26,10 @@ def _texts(max_pieces: int):
 
 
 
-def _run(capsys, *args: str):
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def store(capsys, ckpt, vopstore_home):
     """A local store with t@v1 (aliased prod); returns a function giving its whole state (rows and files)."""
-    assert _run(capsys, "add", "t", str(ckpt(1)))[0] == 0 and _run(capsys, "tag", "t@v1", "prod")[0] == 0
+    assert run_cli(capsys, "add", "t", str(ckpt(1)))[0] == 0 and run_cli(capsys, "tag", "t@v1", "prod")[0] == 0
 
     def state():
         from vopstore.store import open_store
@@ -74,7 +64,7 @@ def test_any_ref(capsys, store, ref):
     assume(not ref.startswith("-"))  # an option, not a ref: click's usage error (exit 2) is right there
     before = store()
     for command in (("show", ref), ("ls", ref), ("verify", ref), ("rm", ref)):
-        result = _run(capsys, *command)
+        result = run_cli(capsys, *command)
         if command[0] == "rm" and result[0] == 0:
             return  # a valid ref of the one version: removed, as asked
         refused = _refused_cleanly(result, before, store())
@@ -89,13 +79,13 @@ def test_any_alias_or_task_name(capsys, store, ckpt, name):
     assume(not name.startswith("-"))
     before = store()
     valid = bool(_NAME.fullmatch(name)) and ".." not in name
-    tagged = _run(capsys, "tag", "t@v1", name)
+    tagged = run_cli(capsys, "tag", "t@v1", name)
     if not _refused_cleanly(tagged, before, store()):
         assert valid
         return
-    untagged = _run(capsys, "untag", "t", name)
+    untagged = run_cli(capsys, "untag", "t", name)
     assert _refused_cleanly(untagged, before, store())
-    added = _run(capsys, "add", name, str(ckpt(1)))
+    added = run_cli(capsys, "add", name, str(ckpt(1)))
     if not valid:
         assert _refused_cleanly(added, before, store())
 
@@ -116,11 +106,11 @@ def test_any_metrics_file(capsys, store, ckpt, tmp_path, content):
     metrics = tmp_path / "metrics.json"
     metrics.write_bytes(content)
     before = store()
-    result = _run(capsys, "add", "t", str(ckpt(2)), "--metrics", str(metrics))
+    result = run_cli(capsys, "add", "t", str(ckpt(2)), "--metrics", str(metrics))
     if not _refused_cleanly(result, before, store()):
         parsed = json.loads(content)
         assert isinstance(parsed, dict)
-        assert _run(capsys, "rm", result[1].strip())[0] == 0
+        assert run_cli(capsys, "rm", result[1].strip())[0] == 0
 
 
 TOML_KEYS = st.sampled_from(["remotes", "url", "blobs", "token", "origin", "x"])
@@ -138,7 +128,7 @@ def test_any_config_file(capsys, store, vopstore_home, lines, junk):
     config.write_bytes("\n".join(lines).encode() + (junk if len(lines) % 2 else b""))
     before = store(), config.read_bytes()
     for command in (("remote", "ls"), ("push", "t@v1", "--remote", "origin"), ("pull", "t@v1", "--remote", "origin")):
-        result = _run(capsys, *command)
+        result = run_cli(capsys, *command)
         if command[0] == "remote":
             _refused_cleanly(result, before, (store(), config.read_bytes()))
         elif result[0] != 0:  # push / pull may succeed against a valid remote; a refusal changes nothing here
@@ -196,10 +186,10 @@ def test_any_checkpoint_contents(capsys, store, tmp_path, data):
     path = tmp_path / "damaged.safetensors"
     path.write_bytes(data)
     before = store()
-    result = _run(capsys, "add", "t", str(path))
+    result = run_cli(capsys, "add", "t", str(path))
     if not _refused_cleanly(result, before, store()):
         from vopstore.checkpoint import parse_checkpoint_bytes
 
         parse_checkpoint_bytes(data, contents=True)  # what was accepted is a valid prompt set ...
         assert result[1].startswith("local/t@v")
-        _run(capsys, "rm", result[1].strip(), "--force")  # ... and the next example starts from the same store
+        run_cli(capsys, "rm", result[1].strip(), "--force")  # ... and the next example starts from the same store

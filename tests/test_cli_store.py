@@ -9,20 +9,7 @@ import sys
 import pytest
 
 from tests.fixtures.stores import checkpoint_bytes
-from vopstore.cli.app import main
 from vopstore.db.migrate import HEAD
-
-
-@pytest.fixture
-def run(capsys):
-    def _run(*args: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-    return _run
 
 
 def test_add_ls_show_tag_rm(run, ckpt, tmp_path):

@@ -7,22 +7,15 @@ import json
 
 import pytest
 
+from tests.fixtures.cli import run_cli
 from tests.test_gallery import TEXTS, assert_hits, gallery_clips, oracle, publish, store  # noqa: F401
 from tests.test_runtime_mixed import _one_thread  # noqa: F401
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
-    from vopstore.cli.app import main
-
-    capsys.readouterr()
-    try:
-        code = main(list(map(str, argv)))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, *argv)
     # keep only our own lines: transformers draws a weight-loading bar on stderr when a backbone loads
-    err = "".join(line + "\n" for line in err.splitlines() if line.startswith("error: "))
-    return code, out, err
+    return code, out, "".join(line + "\n" for line in err.splitlines() if line.startswith("error: "))
 
 
 def test_build_search_ls_rm_round_trip(tiny_backbone, tiny_backbone_dir, store, gallery_clips, tmp_path, capsys):

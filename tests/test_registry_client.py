@@ -12,29 +12,10 @@ from tests.fixtures.stores import checkpoint_bytes
 from tests.test_runtime_mixed import TEXTS, _one_thread, oracle_text, publish  # noqa: F401
 from vopstore import Retriever
 from vopstore.blobs.base import blob_key
-from vopstore.cli.app import main
 from vopstore.errors import IntegrityError, QuotaExceededError, StoreUnavailableError
 from vopstore.store.http import HttpRegistry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
-
-
-@pytest.fixture
-def run(capsys):
-    def invoke(*args: str, stdin: str | None = None):
-        if stdin is not None:
-            import io
-            import sys
-
-            sys.stdin = io.StringIO(stdin)
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_downloads_are_presigned_s3_urls_and_the_client_verifies_them(registry_server, new_tenant, s3_server, ckpt):

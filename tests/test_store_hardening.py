@@ -14,24 +14,9 @@ from safetensors.numpy import save
 from tests.fixtures.stores import FINGERPRINT, checkpoint_bytes
 from vopstore.blobs.base import blob_key
 from vopstore.checkpoint import PromptSetMeta
-from vopstore.cli.app import main
 from vopstore.errors import (InvalidCheckpointError, PermissionDeniedError, UnknownMethodError, VersionNotFoundError,
                              VopstoreError)
 from vopstore.store import open_store, pull, push
-
-
-@pytest.fixture
-def run(capsys):
-    def _run(*args: str):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        except Exception as exc:  # noqa: BLE001 - a raw error escaping main is itself the failure
-            code = exc
-        out, err = capsys.readouterr()
-        return code, out, err
-    return _run
 
 
 def one_line(result, needle: str = "") -> str:

@@ -10,26 +10,10 @@ import time
 import pytest
 
 from vopstore.blobs.base import is_blob_key
-from vopstore.cli.app import main
 from vopstore.errors import ConfigError, ConflictError, StoreUnavailableError, VersionNotFoundError
 from vopstore.store import open_store
 from vopstore.store.identity import STORE_ID_KEY, blob_store_id, database_id
 from vopstore.store.recovery import check_store, rebuild_store
-
-
-@pytest.fixture
-def run(capsys):
-    """Run the CLI in-process: (exit code, stdout, stderr); an exception that escapes main is returned as such."""
-    def _run(*args: str):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        except Exception as exc:  # noqa: BLE001 - a raw error is a failure of its own, reported by the caller
-            code = exc
-        out, err = capsys.readouterr()
-        return code, out, err
-    return _run
 
 
 def _one_line_error(code, out, err, needle: str) -> None:

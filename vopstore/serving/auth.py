@@ -23,8 +23,9 @@ class Caller:
     scope: str
 
     def allows(self, scope: str) -> bool:
-        order = ("read", "write", "admin")
-        return order.index(self.scope) >= order.index(scope)
+        from vopstore.store.tenants import SCOPES
+
+        return SCOPES.index(self.scope) >= SCOPES.index(scope)
 
 
 class TokenChecker:

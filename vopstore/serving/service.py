@@ -234,11 +234,11 @@ class Service:
         return _Unclosed(self.remote)
 
     def tasks(self, caller: Caller) -> list[dict]:
-        out = []
-        for task, info in sorted(self.retriever.loaded.items()):
+        out, entries = [], self.retriever.snapshot().bank.entries  # one snapshot: a consistent listing
+        for task, entry in sorted(entries.items()):
+            info = entry.info
             if info.tenant != caller.tenant:
                 continue
-            entry = self.retriever.snapshot().bank.entries[task]
             followed = self.followed.get(task)
             out.append({"task": task, "ref": info.ref, "digest": info.digest, "method": info.method,
                         "bytes": entry.nbytes, "follows": followed.ref if followed else None,

@@ -54,7 +54,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         self._tenant = validate_name(tenant, "tenant") if tenant is not None else None
         self.url, self.engine, self.blobs = url, engine, blobs
         self.cache = cache or BlobCache()
-        self.user = _created_by(os.environ.get("VOPSTORE_USER") or _login())
+        self.user = current_user()
         self.actor = actor or self.user
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(engine.execution_options(immediate=True), expire_on_commit=False)
@@ -554,6 +554,11 @@ def check_quota(session, tenant_row: Tenant, size: int) -> None:
     if used + size > tenant_row.quota_bytes:
         raise QuotaExceededError(f"tenant {tenant_row.name!r} would hold {used + size} bytes, over its quota of "
                                  f"{tenant_row.quota_bytes}; remove versions and run gc, or ask for a larger quota")
+
+
+def current_user() -> str | None:
+    """Who ``created_by`` names for this process: ``$VOPSTORE_USER``, else the login name (capped)."""
+    return _created_by(os.environ.get("VOPSTORE_USER") or _login())
 
 
 def _created_by(user: str | None) -> str | None:

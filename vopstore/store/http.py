@@ -123,14 +123,14 @@ class HttpRegistry:
 
     def add(self, task: str, path: str | os.PathLike, *, metrics: dict | None = None, message: str | None = None,
             training_config: dict | None = None, parent: str | None = None) -> VersionInfo:
-        from vopstore.store.direct import json_object
+        from vopstore.store.direct import current_user, json_object
 
         json_object(metrics, "metrics"), json_object(training_config, "training_config")  # before any I/O
         parsed = parse_task(task, self.default_tenant)
         data, _, _ = read_checkpoint(path, contents=True)  # refused here, before any upload
         digest = self._upload(parsed.tenant, data)
         body = {"digest": digest, "metrics": metrics, "message": message, "training_config": training_config,
-                "parent": parent, "created_by": _user()}
+                "parent": parent, "created_by": current_user()}
         return _version(self._call("POST", f"{_task_path(parsed)}/versions", json=body)["version"])
 
     def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
@@ -253,9 +253,3 @@ def _q(part: str) -> str:
 
 def _first_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200] or "no detail"
-
-
-def _user() -> str | None:
-    from vopstore.store.direct import _created_by, _login
-
-    return _created_by(os.environ.get("VOPSTORE_USER") or _login())
