@@ -12,7 +12,12 @@ One command, prints medians and ratios measured in the same run:
 * throughput: a 64-row text batch whose rows name 1/4/16/64 tasks, against the single-task
   batch and against sequential sub-batches per task (how PEFT serves mixed LoRA batches);
   a 16-video batch (4 frames each) with 1/4/16 tasks;
-* memory: prompt-bank bytes and process RSS growth per task with 1,000 tasks loaded.
+* memory: prompt-bank bytes (prompts + precomputed keys/values) and process RSS growth per
+  task with 1,000 tasks loaded;
+* side by side (``runtime_side_by_side.py``): 64 texts of 22 tokens and 16 images at 1 / 16 / 64
+  tasks: plain CLIP, PEFT's per-row mixed LoRA batch, and vopstore with every prompt row,
+  ``precompute=False`` and ``precompute=True``, against the goal (16 tasks: >= 1.1x PEFT and
+  >= 0.95x plain CLIP). ``--side-by-side-only`` runs just that.
 """
 
 from __future__ import annotations
@@ -95,7 +100,9 @@ def publish_many(store, backbone, folder: Path, count: int, prefix: str = "t") -
 
 
 def swap_us(r, task: str, rows: int = 1) -> tuple[float, float]:
-    """(select, select + gather of every prompt tensor) in microseconds for a ``rows``-row request on ``task``."""
+    """(select, select + gather of the prompts and cache a request reads) in microseconds for ``rows`` rows."""
+    from vopstore.runtime import precompute
+
     def select():
         snap = r.snapshot()
         entries = snap._entries(task, None, rows)
@@ -104,8 +111,8 @@ def swap_us(r, task: str, rows: int = 1) -> tuple[float, float]:
     def select_gather():
         snap, entries, index = select()
         view = snap.bank.groups[entries[0].group]
-        view.method_cls.text_prompts(view.config, view.tensors, index)
-        view.method_cls.video_prompts(view.config, view.tensors, index, 12)
+        precompute.text_prompts(view, index)
+        precompute.video_prompts(view, index, 12)
 
     return per_call_s(select, 2000) * 1e6, per_call_s(select_gather, 500) * 1e6
 
@@ -121,10 +128,15 @@ def synthetic_sets(r, template_ref: str, start: int, stop: int) -> list:
     import torch
 
     from vopstore.runtime.loader import prepare
+    from vopstore.runtime.precompute import build_cache
 
-    base = prepare(r.source, r.backbone, template_ref)
-    return [dataclasses.replace(base, task=f"local/s{i}", ref=f"local/s{i}",
-                                tensors={n: t + 1e-3 * i for n, t in base.tensors.items()}) for i in range(start, stop)]
+    base = prepare(r.source, r.backbone, template_ref, r.precompute)
+    out = []
+    for i in range(start, stop):
+        tensors = {n: t + 1e-3 * i for n, t in base.tensors.items()}
+        cache = build_cache(r.backbone, base.method_cls, base.config, tensors) if r.precompute else {}
+        out.append(dataclasses.replace(base, task=f"local/s{i}", ref=f"local/s{i}", tensors=tensors, cache=cache))
+    return out
 
 
 def bench_swap(r, refs: list[str], counts: list[int]) -> dict[int, tuple[float, float]]:
@@ -177,12 +189,15 @@ def bench_peft(backbone_dir: Path, counts: list[int], work: Path) -> dict:
     return out
 
 
-def bench_cold(r, store, refs: list[str], backbone, work: Path) -> tuple[float, float]:
+def bench_cold(r, store, refs: list[str], backbone, work: Path) -> tuple[float, float, float]:
+    """(local cache, local cache with precompute=False, S3) median seconds per ``Retriever.load``."""
     from vopstore import Retriever
 
     for ref in refs:
         store.fetch(ref)  # in the local cache already
     local = median_s(lambda it=iter(refs): r.load(next(it)), len(refs) - 1)
+    off = Retriever(backbone, store=store, precompute=False)
+    local_off = median_s(lambda it=iter(refs): off.load(next(it)), len(refs) - 1)
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -206,7 +221,7 @@ def bench_cold(r, store, refs: list[str], backbone, work: Path) -> tuple[float, 
         s3 = median_s(lambda it=iter(s3_refs): pulled.load(next(it)), len(s3_refs) - 1)
     finally:
         server.stop()
-    return local, s3
+    return local, local_off, s3
 
 
 def interleaved_medians(calls: dict, rounds: int) -> dict:
@@ -260,6 +275,8 @@ def main() -> None:
     parser.add_argument("--published", type=int, default=64, help="tasks published through the store")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-video", action="store_true", help="skip the vision-batch throughput")
+    parser.add_argument("--side-by-side-only", action="store_true", help="only the plain CLIP / PEFT / vopstore table")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the side-by-side table")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vop-bench-runtime-"))
     os.environ["VOPSTORE_HOME"] = str(work / "home")
@@ -277,6 +294,12 @@ def main() -> None:
     refs = publish_many(store, backbone, work, min(args.published, args.tasks))
     print(f"set-up: ViT-B/32 random init, {len(refs)} vop prompt sets in the local store "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
+    import runtime_side_by_side
+
+    runtime_side_by_side.run(backbone, store, refs[:64], texts(64, 20), rounds=args.rounds)
+    if args.side_by_side_only:
+        print(f"total {time.perf_counter() - started:.0f} s")
+        return
 
     r = Retriever(backbone, store=store)
     rss0 = rss_bytes()
@@ -290,8 +313,9 @@ def main() -> None:
           f"{rss_per_task / 1024:.0f} KiB process RSS growth per task")
 
     cold_refs = publish_many(store, backbone, work, 6, prefix="cold")
-    local_s, s3_s = bench_cold(Retriever(backbone, store=store), store, cold_refs, backbone, work)
-    print(f"cold load: local cache {local_s * 1e3:.1f} ms, S3 (moto, loopback) {s3_s * 1e3:.1f} ms; "
+    local_s, local_off_s, s3_s = bench_cold(Retriever(backbone, store=store), store, cold_refs, backbone, work)
+    print(f"cold load: local cache {local_s * 1e3:.1f} ms (precompute=False {local_off_s * 1e3:.1f} ms), "
+          f"S3 (moto, loopback) {s3_s * 1e3:.1f} ms; "
           f"PEFT load_adapter from disk {peft['load'][0][1] * 1e3:.1f} ms (2nd adapter) -> "
           f"{peft['load'][-1][1] * 1e3:.1f} ms (adapter #{peft['load'][-1][0]})")
 

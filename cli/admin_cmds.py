@@ -15,6 +15,8 @@ import typer
 from vopstore.cli.app import app
 from vopstore.cli.output import print_json, print_table
 from vopstore.errors import ConfigError
+from vopstore.server import ServerSettings, serve as run_server
+from vopstore.store.open import open_remote, open_store
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 DB = typer.Option(None, "--db", help="Database URL or store folder (default: the local store).")
@@ -43,8 +45,6 @@ def parse_size(text: str) -> int:
 
 
 def _direct(db: Optional[str], blobs: Optional[str]):
-    from vopstore.store import open_store
-
     return open_store(db, blobs=blobs)
 
 
@@ -52,8 +52,6 @@ def _tokens_store(db: Optional[str], blobs: Optional[str], remote: Optional[str]
     if remote is not None:
         if db is not None:
             raise ConfigError("pass either --remote (over HTTP, with an admin token) or --db, not both")
-        from vopstore.store import open_remote
-
         return open_remote(remote)
     return _direct(db, blobs)
 
@@ -72,11 +70,9 @@ def serve(db: str = typer.Option(..., "--db", help="Database URL (postgresql+psy
           presign: bool = typer.Option(False, "--presign", help="Serve S3 downloads as presigned URLs."),
           log_level: str = typer.Option("info", "--log-level")) -> None:
     """Serve the registry: it holds the database and bucket credentials, clients hold tokens."""
-    from vopstore.server import ServerSettings, serve as run
-
     settings = ServerSettings(db=db, blobs=blobs, max_upload_bytes=parse_size(max_upload), rate=rate, burst=burst,
                               presign=presign, max_concurrent_uploads=max_uploads)
-    run(settings, host=host, port=port, workers=workers, log_level=log_level)
+    run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
 
 
 @tenant_app.command("create")
@@ -105,7 +101,7 @@ def token_create(tenant: str = typer.Option(..., "--tenant"),
                  name: str = typer.Option("default", "--name"),
                  db: Optional[str] = DB, blobs: Optional[str] = BLOBS, remote: Optional[str] = REMOTE) -> None:
     """Create a token and print it: the only time it is shown (only its hash is stored)."""
-    from vopstore.store.tenants import check_scope, parse_duration
+    from vopstore.store.tenants import check_scope, parse_duration  # SQLAlchemy: only when a token is made
 
     check_scope(scope)
     seconds = parse_duration(expires)
@@ -137,8 +133,6 @@ def token_revoke(name: str, tenant: str = typer.Option(..., "--tenant"), db: Opt
 def log(task: str, remote: Optional[str] = REMOTE, limit: Optional[int] = typer.Option(None, "--limit"),
         as_json: bool = JSON) -> None:
     """The history of TASK: adds, pushes, alias moves, removals; who and when."""
-    from vopstore.store import open_remote, open_store
-
     store = open_remote(remote) if remote else open_store()
     entries = store.log(task, limit=limit)
     if as_json:

@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from vopstore import __version__
 from vopstore.cli.output import fail
 from vopstore.errors import VopstoreError
 
@@ -26,24 +27,29 @@ app = typer.Typer(
 @app.command()
 def version() -> None:
     """Print the vopstore version."""
-    from vopstore import __version__
-
     typer.echo(__version__)
 
 
-# Modules that add commands to `app` when imported; each owns its commands.
-COMMAND_MODULES = (
-    "vopstore.cli.store_cmds",
-    "vopstore.cli.admin_cmds",
-    "vopstore.cli.serve_cmd",
-    "vopstore.cli.methods_cmd",
-    "vopstore.cli.train_cmds",
-    "vopstore.cli.gallery_cmds",
-)
+# Modules that add commands to `app` when imported, with the top-level names each one adds: `vopstore ls`
+# imports (and typer builds) only the module that owns `ls`. A test keeps the names equal to what they add.
+COMMAND_MODULES = {
+    "vopstore.cli.store_cmds": ("add", "ls", "show", "tag", "untag", "rm", "export", "verify", "gc", "fsck",
+                                "push", "pull", "db", "remote"),
+    "vopstore.cli.admin_cmds": ("log", "registry", "tenant", "token"),
+    "vopstore.cli.serve_cmd": ("serve",),
+    "vopstore.cli.methods_cmd": ("methods",),
+    "vopstore.cli.train_cmds": ("train", "eval", "demo"),
+    "vopstore.cli.gallery_cmds": ("search", "index"),
+    "vopstore.cli.compare_cmd": ("compare",),
+    "vopstore.cli.import_cmd": ("import-checkpoint",),
+}
 
 
-def _register() -> None:
-    for name in COMMAND_MODULES:
+def _register(argv: list[str] | None = None) -> None:
+    """Import the module that owns the command ``argv`` names; every module for help, a typo or no command."""
+    command = (sys.argv[1:] if argv is None else argv)[:1]
+    owners = [module for module, names in COMMAND_MODULES.items() if command and command[0] in names]
+    for name in owners or COMMAND_MODULES:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns the command's exit code (``typer.Exit(n)`` gives n), so tests can call it in-process.
     """
-    _register()
+    _register(argv)
     try:
         code = app(args=argv, standalone_mode=False)
     except VopstoreError as exc:

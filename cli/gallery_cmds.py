@@ -12,7 +12,9 @@ import typer
 
 from vopstore.cli.app import app
 from vopstore.cli.output import print_json, print_table
+from vopstore.core import default_device
 from vopstore.errors import ConfigError, FileMissingError
+from vopstore.store.open import open_store
 
 index_app = typer.Typer(help="Video galleries and their search indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
@@ -46,18 +48,9 @@ def video_files(spec: Path) -> list[Path]:
     return files
 
 
-def _device(device: Optional[str]) -> str:
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _retriever(refs: list[str], backbone: Optional[str], device: Optional[str]):
     """A Retriever on the local store with the exact versions ``refs`` name loaded; (retriever, infos)."""
-    from vopstore import Retriever
-    from vopstore.store import open_store
+    from vopstore.runtime.retriever import Retriever
 
     store = open_store()
     infos = [store.resolve(ref) for ref in refs]
@@ -67,7 +60,7 @@ def _retriever(refs: list[str], backbone: Optional[str], device: Optional[str]):
             raise ConfigError(f"the tasks were trained on different backbones ({', '.join(names)}); "
                               "index them in separate commands or pass --backbone")
         backbone = names[0]
-    retriever = Retriever(backbone, _device(device), store=store)
+    retriever = Retriever(backbone, device or default_device(), store=store)
     retriever.load_many([info.ref for info in infos])
     return retriever, infos
 

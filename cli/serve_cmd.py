@@ -27,7 +27,7 @@ def serve(backbone: str = typer.Option(..., "--backbone", help="Hub name or fold
           max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="LRU bound on loaded tasks."),
           log_level: str = typer.Option("info", "--log-level")) -> None:
     """Serve embeddings and gallery search over HTTP, co-batching requests of many tasks."""
-    from vopstore.cli.admin_cmds import parse_size
+    from vopstore.cli.admin_cmds import parse_size  # importing it registers its commands: only when serve runs
     from vopstore.serving.run import ServeOptions, serve as run
 
     run(ServeOptions(backbone=backbone, device=device, remote=remote, load=list(load), host=host, port=port,

@@ -1,12 +1,16 @@
 """Store commands: add, ls, show, tag, untag, rm, export, verify, gc, fsck, db, remote, push, pull.
 
 Each command parses its arguments and calls vopstore.store; nothing here imports
-torch, and SQLAlchemy is imported only when a command runs.
+torch, and SQLAlchemy is imported only when a command runs. ``vopstore ls`` loads this
+module, so the modules only other commands need (recovery, remotes, push/pull) are
+imported inside those commands: ``ls`` must start fast.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +18,12 @@ import typer
 
 from vopstore.cli.app import app
 from vopstore.cli.output import fail, print_json, print_table
+from vopstore.core import atomic_write_bytes
+from vopstore.db import current_revision, make_engine, redact, translate_errors, upgrade
 from vopstore.errors import ConfigError, FileMissingError
+from vopstore.home import local_store_dir
+from vopstore.progress import ProgressBar
+from vopstore.store.open import open_reader, open_remote, open_store
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 REMOTE = typer.Option("origin", "--remote", "-r", help="Name of a remote in config.toml.")
@@ -30,9 +39,12 @@ ON = typer.Option(None, "--remote", "-r", help="Run against this remote from con
 
 
 def _store(on: Optional[str] = None):
-    from vopstore.store import open_remote, open_store
-
     return open_remote(on) if on else open_store()
+
+
+def _reader(on: Optional[str] = None):
+    """The store for a command that only reads: the local one is read with sqlite3, without SQLAlchemy."""
+    return open_remote(on) if on else open_reader()
 
 
 def _read_json_file(path: Optional[Path], what: str) -> Optional[dict]:
@@ -75,7 +87,7 @@ def add(task: str, file: Path, metrics: Optional[Path] = typer.Option(None, "--m
 @app.command("ls")
 def ls(task: Optional[str] = typer.Argument(None), on: Optional[str] = ON, as_json: bool = JSON) -> None:
     """List tasks, or the versions of TASK."""
-    store = _store(on)
+    store = _reader(on)
     if task is not None:
         infos = store.list_versions(task)
         print_json([i.to_dict() for i in infos]) if as_json else print_table(_VERSION_COLUMNS, _version_rows(infos))
@@ -92,7 +104,7 @@ def ls(task: Optional[str] = typer.Argument(None), on: Optional[str] = ON, as_js
 @app.command()
 def show(ref: str, on: Optional[str] = ON, as_json: bool = JSON) -> None:
     """Show one version (REF is [tenant/]task[@vN|@alias])."""
-    info = _store(on).resolve(ref)
+    info = _reader(on).resolve(ref)
     data = info.to_dict()
     if as_json:
         print_json(data)
@@ -131,8 +143,6 @@ def rm(ref: str, force: bool = typer.Option(False, "--force", help="Also drop al
 @app.command()
 def export(ref: str, file: Path) -> None:
     """Write the verified prompt-set file of REF to FILE (into a folder as TASK-vN.safetensors)."""
-    from vopstore.checkpoint import atomic_write_bytes
-
     store = _store()
     info = store.resolve(ref)
     if file.is_dir():
@@ -148,8 +158,6 @@ def export(ref: str, file: Path) -> None:
 
 def _refuse_inside_store(target: Path) -> None:
     """An export must never overwrite the store's own files (its database, its blobs)."""
-    from vopstore.home import local_store_dir
-
     store_dir = local_store_dir().resolve()
     if target.resolve().is_relative_to(store_dir):
         raise ConfigError(f"{target}: refusing to export into the store's own folder {store_dir}; "
@@ -222,9 +230,6 @@ def fsck(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the data
 @db_app.command("upgrade")
 def db_upgrade(url: Optional[str] = typer.Option(None, "--url", help="Database URL (default: the local store).")) -> None:
     """Upgrade a store's database to the newest schema."""
-    from vopstore.db import current_revision, make_engine, redact, translate_errors, upgrade
-    from vopstore.home import local_store_dir
-
     if url is None:
         local_store_dir().mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{local_store_dir() / 'store.db'}"
@@ -239,9 +244,7 @@ def remote_add(name: str, url: str, blobs: Optional[str] = typer.Option(None, "-
                token: Optional[str] = typer.Option(None, "--token", help="API token of an https:// registry; "
                                                    "'-' reads it from stdin (kept out of the process list).")) -> None:
     """Add (or replace) remote NAME in config.toml (written with mode 0600)."""
-    import sys
-
-    from vopstore.config import add_remote
+    from vopstore.remotes import add_remote
 
     if token == "-":
         token = sys.stdin.readline().strip()
@@ -252,7 +255,7 @@ def remote_add(name: str, url: str, blobs: Optional[str] = typer.Option(None, "-
 @remote_app.command("ls")
 def remote_ls(as_json: bool = JSON) -> None:
     """List the remotes in config.toml."""
-    from vopstore.config import load_config
+    from vopstore.remotes import load_config
 
     remotes = sorted(load_config().remotes.values(), key=lambda r: r.name)
     if as_json:
@@ -265,16 +268,28 @@ def remote_ls(as_json: bool = JSON) -> None:
 def push(ref: str, remote: str = REMOTE,
          force: bool = typer.Option(False, "--force", help="move an alias the remote points elsewhere")) -> None:
     """Copy a version from the local store to a remote (with REF@alias, the alias too)."""
-    from vopstore.store import open_remote, push as push_version
+    from vopstore.store.sync import push as push_version
 
-    info = push_version(_store(), open_remote(remote), ref, force=force)
+    with _transfer_bar(f"push {ref}") as progress:
+        info = push_version(_store(), open_remote(remote), ref, force=force, progress=progress)
     typer.echo(f"pushed {info.ref} to {remote}")
 
 
 @app.command()
 def pull(ref: str, remote: str = REMOTE) -> None:
     """Copy a version from a remote into the local store and cache."""
-    from vopstore.store import open_remote, pull as pull_version
+    from vopstore.store.sync import pull as pull_version
 
-    info = pull_version(open_remote(remote), _store(), ref)
+    with _transfer_bar(f"pull {ref}") as progress:
+        info = pull_version(open_remote(remote), _store(), ref, progress=progress)
     typer.echo(f"pulled {info.ref} from {remote}")
+
+
+@contextmanager
+def _transfer_bar(label: str):
+    """A byte progress bar on stderr when it is a terminal (an interrupted transfer resumes where it stopped)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with ProgressBar(label, unit="bytes", transient=True) as bar:
+        yield bar.update

@@ -49,10 +49,15 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr"),
     num_frames: Optional[int] = typer.Option(None, "--frames"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    select: Optional[str] = typer.Option(None, "--select", help="keep the 'last' step or the 'best' one "
+                                         "(X-Pool's rule: evals_per_epoch, select_window, select_metric)"),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="with --select best: hold out this "
+                                                 "share of training videos to select on (0: the test split)"),
     sets: list[str] = typer.Option([], "--set", help="any training option as key=value (repeatable)"),
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="resumable run folder (default under VOPSTORE_HOME/runs)"),
     store: Optional[str] = typer.Option(None, "--store", help="store URL (default: the local store)"),
     message: Optional[str] = typer.Option(None, "--message", "-m"),
+    strict: bool = typer.Option(False, "--strict", help="stop if any annotation row or video is skipped"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON object instead of a table"),
 ) -> None:
     """Train a prompt set, evaluate it and register it as a new version of TASK."""
@@ -60,7 +65,8 @@ def train(
     from vopstore.trainer.workflow import train_task
 
     overrides = {"method": method, "backbone": backbone, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                 "num_frames": num_frames, "max_steps": max_steps}
+                 "num_frames": num_frames, "max_steps": max_steps, "select": select, "val_fraction": val_fraction}
+    overrides["strict"] = strict or None  # None: the preset's or --set's value stands
     cfg = build_config(preset_for(task, preset), overrides, sets)
     result = train_task(task, data, cfg, run_dir=run_dir, store=_open(store), message=message,
                         progress=not as_json and sys.stderr.isatty(), log=_say(as_json))
@@ -83,11 +89,13 @@ def eval_cmd(
     preset: Optional[str] = typer.Option(None, "--preset"),
     sets: list[str] = typer.Option([], "--set", help="override a training option (e.g. test_split=val)"),
     store: Optional[str] = typer.Option(None, "--store"),
+    strict: bool = typer.Option(False, "--strict", help="stop if any test row or video is skipped"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrieval metrics (R@1/5/10, MdR, MnR, both directions) of a version or of the zero-shot backbone."""
     from vopstore.errors import ConfigError
 
+    sets = [*sets, "strict=true"] if strict else sets
     if zero_shot == bool(ref):
         raise ConfigError("give either a REF or --zero-shot (with --task), not both or neither")
     if zero_shot:
@@ -122,10 +130,15 @@ def demo(
     if as_json:
         print_json(results)
         return
-    table = {k: v for k, v in results.items() if k in ("zero-shot", "vop", "vop-f")}
-    _print_metrics(table, title="demo: zero-shot vs VoP vs VoP^F (synthetic, temporal order matters)")
-    for line in results.get("notes", []):
-        typer.echo(line)
+    rows = []
+    for name in ("zero-shot", "vop", "vop-f"):
+        for direction in ("t2v", "v2t"):
+            values, (low, high) = results[name][direction], results[name]["ci95"][direction]["R@1"]
+            rows.append([name, direction, f"{values['R@1']:.1f}", f"[{low:.1f}, {high:.1f}]"]
+                        + [f"{values[k]:.1f}" for k in _METRIC_KEYS[1:]])
+    print_table(["model", "dir", "R@1", "R@1 95% CI", *_METRIC_KEYS[1:]], rows,
+                title=f"demo: zero-shot vs VoP vs VoP^F on {results['test_queries']} synthetic test clips "
+                      "(temporal order matters)")
 
 
 def _open(url: Optional[str]):

@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from vopstore.backbone import clip_param_count, load_backbone
+from tests.fixtures.models import clip_param_count
+from vopstore.backbone import load_backbone
 from vopstore.errors import FileMissingError
 from vopstore.prompts import encode_frames, encode_text, encode_video
 
@@ -52,6 +53,48 @@ def test_missing_folder_and_uncached_hub_name(tmp_path):
         load_backbone(tmp_path)  # a folder without weights
     with pytest.raises(FileMissingError, match="not in the local Hugging Face cache"):
         load_backbone("vopstore-test/no-such-clip")
+
+
+def _hub_answers(monkeypatch, error: Exception) -> None:
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+
+
+def _http_error(cls, status: int):
+    import httpx
+
+    response = httpx.Response(status, request=httpx.Request("GET", "https://huggingface.co/api/models/a/b"))
+    return cls(f"{status} Client Error.\nMore detail on the next line", response=response)
+
+
+def test_hub_auth_and_disk_errors_are_not_reported_as_a_cache_miss(monkeypatch):
+    import errno
+
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    from vopstore.errors import NotFoundError, PermissionDeniedError, StoreUnavailableError
+
+    _hub_answers(monkeypatch, GatedRepoError("gated", response=_http_error(HfHubHTTPError, 403).response))
+    with pytest.raises(PermissionDeniedError, match="gated on the Hugging Face Hub"):
+        load_backbone("acme/gated-clip")
+    _hub_answers(monkeypatch, _http_error(RepositoryNotFoundError, 401))
+    with pytest.raises(NotFoundError, match="no backbone 'acme/private-clip' on the Hugging Face Hub"):
+        load_backbone("acme/private-clip")
+    _hub_answers(monkeypatch, _http_error(HfHubHTTPError, 403))
+    with pytest.raises(PermissionDeniedError, match=r"refused backbone 'acme/clip' \(403 Client Error\.\); check"):
+        load_backbone("acme/clip")
+    _hub_answers(monkeypatch, _http_error(HfHubHTTPError, 503))
+    with pytest.raises(StoreUnavailableError, match="refused backbone"):
+        load_backbone("acme/clip")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    _hub_answers(monkeypatch, full)
+    with pytest.raises(OSError) as raised:
+        load_backbone("acme/clip")
+    assert raised.value is full  # the disk error itself, not "not in the local cache"
 
 
 def _check_equivalence(backbone, texts, pixels):

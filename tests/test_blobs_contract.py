@@ -12,8 +12,8 @@ import pytest
 
 from vopstore.blobs import BlobBackend, blob_key, open_blobs, read_verified, write_blob
 from vopstore.blobs.s3 import S3Blobs, make_client
-from vopstore.checkpoint import sha256_bytes
-from vopstore.errors import BlobNotFoundError, IntegrityError, InvalidRefError
+from vopstore.core import sha256_bytes
+from vopstore.errors import BlobIntegrityError, BlobNotFoundError, InvalidRefError
 
 MB = 1 << 20
 
@@ -145,7 +145,7 @@ def test_read_verified_detects_a_flipped_byte(harness):
     flipped[1234] ^= 0x01
     harness.tamper(key, bytes(flipped))
     assert harness.backend.get(key) == bytes(flipped)  # the backend only moves bytes...
-    with pytest.raises(IntegrityError, match="corrupt"):
+    with pytest.raises(BlobIntegrityError, match="corrupt"):
         read_verified(harness.backend, "acme", digest)  # ...the verified read refuses them
 
 

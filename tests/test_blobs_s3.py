@@ -68,3 +68,37 @@ def test_wrong_credentials_on_seaweedfs_are_refused(seaweed_server, monkeypatch,
             operation()
         assert "\n" not in str(info.value)
     assert seaweed_server.client().get_object(Bucket=bucket, Key="acme/k")["Body"].read() == b"x"
+
+
+class _ConflictingS3:
+    """A client whose conditional PutObject answers the given error codes in turn, then succeeds."""
+
+    class meta:
+        endpoint_url = "http://stub"
+
+    def __init__(self, *codes: str):
+        self.codes, self.calls = list(codes), 0
+
+    def put_object(self, **kwargs):
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        assert kwargs["IfNoneMatch"] == "*"
+        if self.codes:
+            raise ClientError({"Error": {"Code": self.codes.pop(0), "Message": "stub"}}, "PutObject")
+        return {}
+
+
+def test_a_put_racing_another_write_of_the_key_is_tried_again(monkeypatch):
+    from vopstore import core
+    from vopstore.blobs.s3 import S3Blobs
+
+    monkeypatch.setattr(core.time, "sleep", lambda seconds: None)
+    racing = _ConflictingS3("ConditionalRequestConflict", "409")
+    assert S3Blobs("bucket", client=racing).put("acme/k", b"x") is True and racing.calls == 3
+    exists = _ConflictingS3("ConditionalRequestConflict", "PreconditionFailed")
+    assert S3Blobs("bucket", client=exists).put("acme/k", b"x") is False and exists.calls == 2
+    stuck = _ConflictingS3(*["409"] * 4)
+    with pytest.raises(StoreUnavailableError):
+        S3Blobs("bucket", client=stuck).put("acme/k", b"x")
+    assert stuck.calls == 4

@@ -12,7 +12,8 @@ import pytest
 
 from tests.fixtures.stores import checkpoint_bytes
 from vopstore.checkpoint import (FORMAT_VERSION, PromptSetMeta, inspect_checkpoint, load_checkpoint,
-                                 parse_checkpoint_bytes, save_checkpoint, sha256_file)
+                                 parse_checkpoint_bytes, save_checkpoint)
+from vopstore.core import sha256_file
 from vopstore.errors import FileMissingError, InvalidCheckpointError
 
 SAVE_IN_CHILD = """
@@ -146,33 +147,3 @@ def test_text_fields_at_the_column_limits_are_accepted():
     edit = _meta_edit(method="m" * 64, dtype="d" * 32, backbone_name="b" * 255, backbone_fingerprint="0f" * 32)
     meta, _ = parse_checkpoint_bytes(_with_header(GOOD, edit))
     assert (len(meta.method), len(meta.dtype), len(meta.backbone_name)) == (64, 32, 255)
-
-
-def test_atomic_write_gives_the_mode_a_plain_open_gives(tmp_path):
-    from vopstore.checkpoint import atomic_write_bytes
-
-    old = os.umask(0o027)
-    try:
-        atomic_write_bytes(tmp_path / "f.safetensors", b"x")
-        atomic_write_bytes(tmp_path / "private", b"x", mode=0o600)
-    finally:
-        os.umask(old)
-    assert (tmp_path / "f.safetensors").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0o600
-    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.safetensors", "private"]
-
-
-def test_validate_digest_is_the_one_sha256_check():
-    from vopstore.blobs.base import blob_key
-    from vopstore.checkpoint import validate_digest
-    from vopstore.errors import IntegrityError
-    from vopstore.store.cache import BlobCache
-
-    assert validate_digest("0f" * 32) == "0f" * 32
-    for bad in ("0F" * 32, "0f" * 31, "0f" * 33, "zz" * 32, "", None):
-        with pytest.raises(IntegrityError, match="invalid sha256 digest"):
-            validate_digest(bad)
-        with pytest.raises(ValueError, match="invalid sha256 digest"):
-            blob_key("acme", bad)
-        with pytest.raises(IntegrityError, match="invalid sha256 digest"):
-            BlobCache("/nonexistent").path(bad)

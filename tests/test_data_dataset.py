@@ -58,7 +58,8 @@ def test_training_cache_draws_among_candidates(tmp_path, make_video, monkeypatch
 
     moving = ClipSpec("move", (("red", "circle"),), "left to right")  # every frame differs
     samples = [Sample(make_video(tmp_path / "m.mp4", frames=16, spec=moving), "x", "m")]
-    ds = make(samples, train=True, cache_dir=tmp_path / "cache", cache_candidates=3, flip=False)
+    ds = make(samples, train=True, cache_dir=tmp_path / "cache", cache_candidates=3, flip=False,
+              sampling="random")
     ds[0]
     (npy,) = (tmp_path / "cache").rglob("*.npy")
     cand = np.load(npy)
@@ -74,6 +75,24 @@ def test_training_cache_draws_among_candidates(tmp_path, make_video, monkeypatch
             assert len(match) == 1
             seen.add((f, match[0]))
     assert len(seen) > 4  # different candidates over epochs: the training jitter survives caching
+
+
+def test_uniform_training_frames_are_the_eval_frames_and_share_their_cache(synthetic_clips, tmp_path):
+    samples = samples_of(synthetic_clips[:1])
+    evaluation = make(samples, cache_dir=tmp_path / "cache")
+    training = make(samples, train=True, cache_dir=tmp_path / "cache")  # uniform is the default
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(training.frames(0, rng), evaluation.frames(0, rng))
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+
+
+def test_epoch_index_keys_draw_like_set_epoch(synthetic_clips):
+    ds = make(samples_of(synthetic_clips[:3]), train=True, seed=3)
+    ds.set_epoch(2)
+    by_epoch = ds[1][0]
+    ds.set_epoch(0)
+    assert torch.equal(ds[(2, 1)][0], by_epoch) and not torch.equal(ds[1][0], by_epoch)
+    assert ds[(2, 1)][1:] == (synthetic_clips[1].caption, 1)
 
 
 def test_cache_follows_edits_and_survives_a_torn_file(synthetic_clips, tmp_path, make_video):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vopstore.errors import DataError
+from vopstore.errors import ConfigError, DataError
 from vopstore.trainer.data import FrameSampler, load_frames, preprocess_frames, render_clip
 from vopstore.trainer.data import frames as frames_mod
 from vopstore.trainer.data.frames import candidate_indices, frame_indices
@@ -16,25 +16,48 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def test_uniform_takes_the_middle_of_each_range():
-    assert frame_indices(24, 12, train=False).tolist() == list(range(1, 24, 2))
-    assert frame_indices(12, 12, train=False).tolist() == list(range(12))
-    assert frame_indices(5, 12, train=False).tolist() == [0, 1, 2, 3, 4] + [4] * 7  # padded with the last
-    assert frame_indices(100, 4, train=False).tolist() == [12, 37, 62, 87]
+def xpool_uniform(vlen: int, num_frames: int) -> list[int]:
+    """X-Pool's ``video_capture.py`` uniform rule, transcribed: ranges (a, b - 1), middle (a + b') // 2."""
+    acc_samples = min(num_frames, vlen)
+    intervals = np.linspace(start=0, stop=vlen, num=acc_samples + 1).astype(int)
+    ranges = [(interv, intervals[idx + 1] - 1) for idx, interv in enumerate(intervals[:-1])]
+    idxs = [(x[0] + x[1]) // 2 for x in ranges]
+    return idxs + [idxs[-1]] * (num_frames - len(idxs))  # X-Pool pads short videos with the last frame
+
+
+def test_uniform_takes_the_lower_middle_of_each_range():
+    # hand-computed: [0,2) [2,4) ... -> 0, 2, ...; even ranges take the lower middle (a + b - 1) // 2
+    assert frame_indices(24, 12).tolist() == list(range(0, 24, 2))
+    assert frame_indices(16, 4).tolist() == [1, 5, 9, 13]
+    assert frame_indices(10, 4).tolist() == [0, 3, 5, 8]  # edges 0, 2, 5, 7, 10
+    assert frame_indices(12, 12).tolist() == list(range(12))
+    assert frame_indices(5, 12).tolist() == [0, 1, 2, 3, 4] + [4] * 7  # padded with the last
+    assert frame_indices(100, 4, "uniform").tolist() == [12, 37, 62, 87]
+    for vlen in (1, 7, 12, 13, 31, 100, 901):
+        assert frame_indices(vlen, 12).tolist() == xpool_uniform(vlen, 12), vlen
 
 
 def test_train_offsets_stay_inside_their_range():
     edges = np.linspace(0, 50, 13).astype(int)
-    draws = np.stack([frame_indices(50, 12, True, np.random.default_rng(s)) for s in range(60)])
+    draws = np.stack([frame_indices(50, 12, "random", np.random.default_rng(s)) for s in range(60)])
     assert ((draws >= edges[:-1]) & (draws < edges[1:])).all()
     assert len({tuple(d) for d in draws}) > 30
     assert (draws.min(0) == edges[:-1]).all() and (draws.max(0) == edges[1:] - 1).all()
 
 
+def test_unknown_sampling_is_refused():
+    with pytest.raises(ConfigError, match="frame sampling must be one of uniform, random, got 'middle'"):
+        frame_indices(10, 4, "middle")
+    with pytest.raises(ConfigError, match="frame sampling must be one of"):
+        FrameSampler(sampling="rand")
+
+
 def test_candidates_include_the_uniform_frame():
     cand = candidate_indices(50, 12, 3)
     assert cand.shape == (12, 3)
-    assert cand[:, 1].tolist() == frame_indices(50, 12, False).tolist()
+    assert cand[:, 1].tolist() == xpool_uniform(50, 12)
+    assert candidate_indices(16, 4, 1).tolist() == [[1], [5], [9], [13]]
+    assert candidate_indices(16, 4, 2).tolist() == [[0, 2], [4, 6], [8, 10], [12, 14]]  # a + (4(2k+1)-1)//4
     assert candidate_indices(3, 12, 4).tolist() == [[0] * 4, [1] * 4] + [[2] * 4] * 10
 
 
@@ -43,12 +66,29 @@ def test_decoded_frames_match_the_chosen_indices(synthetic_clips):
     truth = render_clip(clip.spec, clip.size, clip.frames).astype(int)
     got = load_frames(clip.path, num_frames=4).astype(int)
     assert got.shape == (4, 32, 32, 3)
-    for k, i in enumerate(frame_indices(16, 4, False)):
+    for k, i in enumerate(frame_indices(16, 4)):
         errs = [np.abs(got[k] - truth[j]).mean() for j in range(16)]
         assert np.argmin(errs) == i or errs[i] < 6
-    assert np.abs(got - truth[frame_indices(16, 4, False)]).mean() < 6
+    assert np.abs(got - truth[[1, 5, 9, 13]]).mean() < 6
     small = FrameSampler(num_frames=3, short_side=16)(clip.path)
     assert small.shape == (3, 16, 16, 3)
+
+
+def test_end_s_keeps_the_first_seconds(tmp_path, make_video, monkeypatch):
+    from vopstore.trainer.data.synthetic import ClipSpec
+
+    moving = ClipSpec("move", (("red", "circle"),), "left to right")  # every frame differs
+    path = make_video(tmp_path / "long.mp4", frames=32, spec=moving)  # 8 fps: 4 s
+    truth = render_clip(moving, 32, 32).astype(int)
+    first_two_s = load_frames(path, num_frames=4, end_s=2.0).astype(int)  # frames 0..15: middles 1, 5, 9, 13
+    assert np.abs(first_two_s - truth[[1, 5, 9, 13]]).mean() < 6
+    whole = load_frames(path, num_frames=4).astype(int)  # frames 0..31: middles 3, 11, 19, 27
+    assert np.abs(whole - truth[[3, 11, 19, 27]]).mean() < 6
+    np.testing.assert_array_equal(load_frames(path, 4, end_s=60.0), load_frames(path, 4))  # longer than the clip
+    with pytest.raises(ConfigError, match="end_s must be > 0"):
+        FrameSampler(end_s=0)
+    monkeypatch.setattr(frames_mod, "frame_count", lambda stream, container: 0)  # no count: decode, then cut
+    np.testing.assert_array_equal(load_frames(path, 4, end_s=2.0), first_two_s.astype(np.uint8))
 
 
 def test_short_video_and_other_container(tmp_path, make_video):
@@ -64,7 +104,7 @@ def test_header_without_count_or_overcounting(synthetic_clips, monkeypatch):
     monkeypatch.setattr(frames_mod, "frame_count", lambda stream, container: 0)
     np.testing.assert_array_equal(load_frames(path, num_frames=5), expected)
     monkeypatch.setattr(frames_mod, "frame_count", lambda stream, container: 64)  # claims 4x the frames
-    over = load_frames(path, num_frames=4)  # wants 8, 24, 40, 56: only 8 exists, the rest padded
+    over = load_frames(path, num_frames=4)  # wants 7, 23, 39, 55: only 7 exists, the rest padded
     np.testing.assert_array_equal(over[1], over[3])
 
 

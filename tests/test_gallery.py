@@ -218,7 +218,7 @@ def test_index_is_refused_for_another_version_until_built(tiny_backbone, store, 
 
 
 def test_bad_input_and_tampering_name_the_fix(tiny_backbone, store, retriever, galleries, gallery_clips, tmp_path):
-    from vopstore.errors import (ConfigError, ConflictError, FileMissingError, IntegrityError, InvalidRefError,
+    from vopstore.errors import (BlobIntegrityError, ConfigError, ConflictError, FileMissingError, InvalidRefError,
                                  NotFoundError)
     from vopstore.gallery import Galleries
 
@@ -245,7 +245,7 @@ def test_bad_input_and_tampering_name_the_fix(tiny_backbone, store, retriever, g
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="corrupt"):
+    with pytest.raises(BlobIntegrityError, match="corrupt"):
         Galleries(galleries.root).search(retriever.snapshot(), np.zeros((1, 16), np.float32), "local/a", "clips")
     # an undecodable video: what came before it is indexed, the error names the id and the fix
     bad = tmp_path / "bad.mp4"
@@ -271,8 +271,8 @@ def test_plain_clip_rows_and_an_empty_gallery(tiny_backbone, retriever, gallerie
 
 def test_hnsw_and_ivf_recall_on_random_vectors():
     """Approximate kinds against exact inner product on 5,000 random unit vectors (D=64), and round-tripped."""
+    from vopstore.core import sha256_bytes
     from vopstore.gallery.index import IndexKey, make_index, parse_index
-    from vopstore.checkpoint import sha256_bytes
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((5000, 64), dtype=np.float32)
@@ -296,3 +296,48 @@ def test_hnsw_and_ivf_recall_on_random_vectors():
         grown = make_index(key, ids + ["new"], np.concatenate([vectors, queries[:1]]), kind, {}, previous=loaded)
         assert grown.rows == 5001 and grown.faiss.ntotal == 5001
         assert grown.search(queries[:1], 1)[0][0][0] == "new"
+
+
+def _one_index(tmp_path):
+    """A gallery folder holding one flat index written to disk; (a fresh Galleries, folder, pointer path, key)."""
+    from vopstore.gallery import Galleries
+    from vopstore.gallery.index import IndexKey, make_index
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"not decoded here")
+    writer = Galleries(tmp_path / "root")
+    writer.create("g", [video])
+    folder = writer._dir("g")
+    key = IndexKey("0" * 64, "1" * 64, 4)
+    pointer_path = folder / "indexes" / f"{key.hash}.json"
+    writer._write_index(folder, pointer_path, make_index(key, ["a"], np.eye(1, 8, dtype=np.float32), "flat", {}))
+    return Galleries(tmp_path / "root"), folder, pointer_path, key
+
+
+def test_an_index_collected_between_pointer_and_file_reads_is_read_again(tmp_path):
+    reader, folder, pointer_path, key = _one_index(tmp_path)
+    real = reader._pointer
+    reads = []
+
+    def stale_then_real(path):  # the first read sees the pointer a concurrent rebuild has just replaced
+        reads.append(path)
+        pointer = real(path)
+        return {**pointer, "digest": "f" * 64} if len(reads) == 1 else pointer
+
+    reader._pointer = stale_then_real
+    index = reader._load_path(folder, pointer_path, key)
+    assert len(reads) == 2 and index.ids == ["a"]
+
+
+def test_an_index_file_gone_for_good_names_the_fix(tmp_path):
+    from vopstore.errors import BlobIntegrityError
+
+    reader, folder, pointer_path, key = _one_index(tmp_path)
+    for path in (folder / "objects").iterdir():
+        path.unlink()
+    reads = []
+    real = reader._pointer
+    reader._pointer = lambda path: reads.append(path) or real(path)
+    with pytest.raises(BlobIntegrityError, match=r"index file its pointer names is missing; rebuild the index"):
+        reader._load_path(folder, pointer_path, key)
+    assert len(reads) == 3  # three tries, then the one-line error

@@ -22,6 +22,23 @@ def test_preset_carries_the_paper_protocol(name):
     assert cfg.data_format != "auto" and cfg.train_split and cfg.test_split
 
 
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_selects_as_the_papers_numbers_imply_and_says_so(name):
+    """X-Pool's rule (the harness VoP descends from): best windowed t2v R@1, 10 evaluations per epoch,
+    window 5, on the test split; the preset's own text must say that this is optimistic."""
+    from importlib import resources
+
+    cfg = build_config(name)
+    assert (cfg.select, cfg.select_metric, cfg.evals_per_epoch, cfg.select_window, cfg.val_fraction) == \
+        ("best", "t2v/R@1", 10, 5, 0.0)
+    text = resources.files("vopstore.trainer").joinpath("presets", f"{name}.toml").read_text()
+    assert "TEST split" in text and "optimistic" in text and "val_fraction=0.1" in text
+
+
+def test_defaults_keep_the_last_step():
+    assert (TrainConfig().select, TrainConfig().val_fraction) == ("last", 0.0)
+
+
 def test_msrvtt_presets_differ_only_in_train_split():
     nine, seven = build_config("msrvtt-9k").to_dict(), build_config("msrvtt-7k").to_dict()
     assert {k for k in nine if nine[k] != seven[k]} == {"train_split"}
@@ -42,6 +59,8 @@ def test_int_given_for_float_field_is_accepted():
     ("precision=fp8", "precision must be one of"), ("batch_size=30", "not divisible by grad_accum 4"),
     ("epochs=two", "epochs must be a int"), ("nosuch=1", "unknown training option.*nosuch"),
     ("noequals", "override must look like key=value"),
+    ("select=first", "select must be one of last, best"), ("select_metric=t2v/MnR", "select_metric must look"),
+    ("val_fraction=0.2", "set select=best too"), ("evals_per_epoch=0", "evals_per_epoch and select_window"),
 ])
 def test_bad_overrides_are_refused(bad, match):
     with pytest.raises(ConfigError, match=match):

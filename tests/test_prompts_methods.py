@@ -42,7 +42,7 @@ def test_method_table_rows():
 def test_vit_b32_param_constant_matches_transformers():
     from transformers import CLIPConfig, CLIPModel
 
-    from vopstore.backbone import clip_param_count
+    from tests.fixtures.models import clip_param_count
 
     with torch.device("meta"):
         model = CLIPModel(CLIPConfig())

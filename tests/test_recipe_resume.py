@@ -32,19 +32,50 @@ def _params(run):
     return {k: v.detach().clone() for k, v in run.method.state_dict().items()}
 
 
-def test_stopped_run_resumes_and_matches_an_uninterrupted_run(tmp_path, toy, tiny_backbone, tiny_backbone_dir):
-    cfg = _cfg(tiny_backbone_dir)
-    full = recipe.setup(cfg, toy, tmp_path / "full", backbone=tiny_backbone)
-    recipe.train(full, progress=False)
-    assert full.step == full.total_steps == 6
+class _Seen:
+    """Wraps a run's model to record the token ids and pixels of every micro-batch it is fed."""
 
+    def __init__(self, run):
+        self.model, self.batches = run.model, []
+        run.model = self
+
+    def __call__(self, ids, frames):
+        self.batches.append((ids.detach().clone(), frames.detach().clone()))
+        return self.model(ids, frames)
+
+
+def _same_batches(got, want) -> bool:
+    return len(got) == len(want) and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                                         for a, b in zip(got, want))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, toy, tiny_backbone, tiny_backbone_dir):
+    """A run that never stopped (in-process loading), and the micro-batches it saw."""
+    full = recipe.setup(_cfg(tiny_backbone_dir), toy, tmp_path_factory.mktemp("full"), backbone=tiny_backbone)
+    seen = _Seen(full)
+    recipe.train(full, progress=False)
+    assert full.step == full.total_steps == 6 and len(seen.batches) == 12  # 6 steps x 2 micro-batches
+    return full, seen.batches
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stopped_run_resumes_and_matches_an_uninterrupted_run(tmp_path, toy, tiny_backbone, tiny_backbone_dir,
+                                                              uninterrupted, workers):
+    full, full_batches = uninterrupted
+    cfg = _cfg(tiny_backbone_dir, num_workers=workers)
     first = recipe.setup(cfg, toy, tmp_path / "split", backbone=tiny_backbone)
+    seen_first = _Seen(first)
     recipe.train(first, progress=False, stop_after=5)  # "killed" after step 5: last checkpoint is step 4
     killed_at = _params(first)
     resumed = recipe.setup(cfg, toy, tmp_path / "split", backbone=tiny_backbone)
     assert resumed.step == 4
+    seen_resumed = _Seen(resumed)
     recipe.train(resumed, progress=False)
 
+    # the same clips, captions, frames and augmentation as the run that never stopped, step for step
+    assert _same_batches(seen_first.batches, full_batches[:10])
+    assert _same_batches(seen_resumed.batches, full_batches[8:])
     final, reference = _params(resumed), _params(full)
     assert final.keys() == reference.keys()
     for name in final:

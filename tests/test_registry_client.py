@@ -12,7 +12,7 @@ from tests.fixtures.stores import checkpoint_bytes
 from tests.test_runtime_mixed import TEXTS, _one_thread, oracle_text, publish  # noqa: F401
 from vopstore import Retriever
 from vopstore.blobs.base import blob_key
-from vopstore.errors import IntegrityError, QuotaExceededError, StoreUnavailableError
+from vopstore.errors import BlobIntegrityError, QuotaExceededError, StoreUnavailableError
 from vopstore.store.http import HttpRegistry
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
@@ -30,9 +30,9 @@ def test_downloads_are_presigned_s3_urls_and_the_client_verifies_them(registry_s
     bucket, prefix = server.blobs[len("s3://"):].split("/", 1)
     s3_server.client().put_object(Bucket=bucket, Key=f"{prefix}/{blob_key(tenant.name, info.digest)}",
                                   Body=checkpoint_bytes(2))  # someone tampers with the bucket
-    with pytest.raises(IntegrityError, match="do not hash"):
+    with pytest.raises(BlobIntegrityError, match="do not hash"):
         reg.read_blob(info)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(BlobIntegrityError):
         reg.fetch("t@v1")
     assert reg.cache.get(info.digest) is None  # nothing unverified reached the cache
 

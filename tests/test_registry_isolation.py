@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.fixtures.stores import checkpoint_bytes, make_checkpoint
-from vopstore.checkpoint import sha256_bytes
+from vopstore.core import sha256_bytes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.fixtures.registry_server import Tenant, start_server
 from tests.fixtures.stores import checkpoint_bytes
-from vopstore.checkpoint import sha256_bytes
+from vopstore.core import sha256_bytes
 from vopstore.store import open_store
 from vopstore.store.http import HttpRegistry
 

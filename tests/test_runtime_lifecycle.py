@@ -45,7 +45,7 @@ def _foreign_set(tiny_backbone, path: Path, fingerprint: str, method: str = "vop
 
 
 def test_refused_loads_change_nothing(tiny_backbone, store, retriever, tmp_path, monkeypatch):
-    from vopstore.errors import (BackboneMismatchError, IntegrityError, TaskNotFoundError, UnknownMethodError,
+    from vopstore.errors import (BackboneMismatchError, BlobIntegrityError, TaskNotFoundError, UnknownMethodError,
                                  VersionNotFoundError)
 
     publish(store, tiny_backbone, tmp_path, "local/a", "vop", 0)
@@ -69,7 +69,7 @@ def test_refused_loads_change_nothing(tiny_backbone, store, retriever, tmp_path,
     data = bytearray(blob.read_bytes())
     data[-1] ^= 1
     blob.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="corrupt"):
+    with pytest.raises(BlobIntegrityError, match="corrupt"):
         retriever.load("local/a@v3")
     assert_unchanged(retriever, before)
     with pytest.raises(VersionNotFoundError):

@@ -38,14 +38,14 @@ def _corrupt(store, info) -> None:
 
 def _bad_version(kind: str, store, backbone, tmp_path, task: str):
     """Add a new version of ``task`` that fails ``prepare``; return (its info, the error it raises)."""
-    from vopstore.errors import BackboneMismatchError, IntegrityError
+    from vopstore.errors import BackboneMismatchError, BlobIntegrityError
 
     if kind == "backbone":
         path = _foreign_set(backbone, tmp_path / f"{task.replace('/', '_')}-foreign.safetensors", "0" * 64)
         return store.add(task, path), BackboneMismatchError
     info, _ = publish(store, backbone, tmp_path, task, "vop", 99)
     _corrupt(store, info)
-    return info, IntegrityError
+    return info, BlobIntegrityError
 
 
 def _view(r: Retriever) -> tuple:

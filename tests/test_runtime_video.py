@@ -47,8 +47,8 @@ def test_frame_count_falls_back_to_duration_like_the_trainer(make_video, tmp_pat
         return _Counting(real_open(*args, **kwargs), counts)
 
     monkeypatch.setattr(av, "open", counting_open)
-    got = decode_frames(path, 2)  # frames 4 and 12 of 16 (duration x rate): stop after frame 12
-    assert counts == [13]
+    got = decode_frames(path, 2)  # frames 3 and 11 of 16 (duration x rate): stop after frame 11
+    assert counts == [12]
     monkeypatch.undo()
     assert (got == load_frames(path, 2)).all()
 

@@ -11,8 +11,8 @@ import re
 import pytest
 
 from tests.fixtures.stores import checkpoint_bytes
-from vopstore.checkpoint import sha256_bytes
-from vopstore.errors import IntegrityError
+from vopstore.core import sha256_bytes
+from vopstore.errors import BlobIntegrityError
 from vopstore.store.cache import BlobCache
 
 DATA = checkpoint_bytes(3)
@@ -43,6 +43,6 @@ def test_a_damaged_copy_is_dropped_not_used(tmp_path):
 def test_bytes_that_do_not_hash_to_the_digest_are_refused(tmp_path):
     cache = BlobCache(tmp_path)
     other = sha256_bytes(b"other")
-    with pytest.raises(IntegrityError, match=re.escape(f"under {other[:12]}...")):
+    with pytest.raises(BlobIntegrityError, match=re.escape(f"under {other[:12]}...")):
         cache.put(other, DATA, "acme")
     assert not any(tmp_path.rglob("*.safetensors"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vopstore.config import Remote, add_remote, load_config
+from vopstore.remotes import Remote, add_remote, load_config
 from vopstore.errors import ConfigError, InvalidRefError, NotFoundError
 from vopstore.home import cache_dir, config_path, home_dir, local_store_dir
 from vopstore.store import open_remote, open_store

@@ -110,7 +110,7 @@ def test_database_loss_then_gc_then_rebuild_loses_nothing(how, run, ckpt, vopsto
 
 
 def _digest_of(path) -> str:
-    from vopstore.checkpoint import sha256_file
+    from vopstore.core import sha256_file
 
     return sha256_file(path)
 

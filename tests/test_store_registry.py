@@ -10,7 +10,7 @@ from sqlalchemy import exc as sa_exc
 
 from tests.fixtures.stores import assert_implements_registry, checkpoint_bytes
 from vopstore.blobs.base import blob_key, is_blob_key
-from vopstore.errors import (AliasNotFoundError, ConfigError, ConflictError, FileMissingError, IntegrityError,
+from vopstore.errors import (AliasNotFoundError, BlobIntegrityError, ConfigError, ConflictError, FileMissingError,
                              InvalidCheckpointError, InvalidRefError, PermissionDeniedError, StoreUnavailableError,
                              TaskNotFoundError, VersionNotFoundError)
 from vopstore.store import open_store
@@ -109,7 +109,7 @@ def test_tampered_local_blob_is_refused(registry, ckpt):
     data[-1] ^= 0x01
     blob.chmod(0o644)
     blob.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="corrupt"):
+    with pytest.raises(BlobIntegrityError, match="corrupt"):
         registry.fetch(info)
     problems = registry.verify()
     assert len(problems) == 1 and "local/t@v1" in problems[0] and "corrupt" in problems[0]
@@ -214,8 +214,8 @@ def test_gc_racing_an_add_never_leaves_a_version_without_blob(registry, ckpt):
     """gc collects a blob between an add's upload and its version row: the add stages it again."""
     stage, collected = registry._stage_blob, []
 
-    def stage_then_collect(tenant, digest, data):
-        stage(tenant, digest, data)
+    def stage_then_collect(tenant, digest, data, *rest):
+        stage(tenant, digest, data, *rest)
         if not collected:
             collected.append(registry.gc(grace_s=0))  # no grace: the fresh blob is fair game
 

@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from tests.fixtures.stores import checkpoint_bytes, make_checkpoint
 from vopstore.blobs.base import blob_key
-from vopstore.checkpoint import sha256_bytes
+from vopstore.core import sha256_bytes
 from vopstore.errors import NotFoundError, PermissionDeniedError
 from vopstore.store.direct import DirectRegistry, TenantBlobs
 
@@ -119,6 +119,7 @@ CASES: dict[str, list[tuple]] = {
     "list_versions": [("task", lambda a, w: a.list_versions(f"{B}/secret"), "refused")],
     "list_tasks": [("all in reach", lambda a, w: a.list_tasks(), "confined")],
     "read_blob": [("beta's info", lambda a, w: a.read_blob(w.b_v1), "refused")],
+    "open_blob": [("beta's info", lambda a, w: a.open_blob(w.b_v1).__enter__(), "refused")],
     "fetch": [("beta's info (cached)", lambda a, w: a.fetch(w.b_v1), "refused"),
               ("beta's ref", lambda a, w: a.fetch(f"{B}/secret@v1"), "refused"),
               ("beta's alias", lambda a, w: a.fetch(f"{B}/secret@hidden"), "refused")],

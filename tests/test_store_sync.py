@@ -8,7 +8,7 @@ import pytest
 
 from tests.fixtures.stores import StoreSpec, checkpoint_bytes
 from vopstore.blobs.base import blob_key
-from vopstore.errors import ConflictError, IntegrityError, StoreUnavailableError, TaskNotFoundError
+from vopstore.errors import BlobIntegrityError, ConflictError, StoreUnavailableError, TaskNotFoundError
 from vopstore.store import copy_version, open_store, pull, push
 
 
@@ -73,7 +73,7 @@ def test_tampered_s3_blob_is_refused(pg_s3_spec, ckpt, s3_env, s3_bucket, tmp_pa
     client.put_object(Bucket=s3_bucket, Key=key, Body=bytes(data))
     assert "corrupt" in remote.verify("t@v1")[0]
     fresh = open_store((tmp_path / "fresh").as_uri())
-    with pytest.raises(IntegrityError):
+    with pytest.raises(BlobIntegrityError):
         pull(remote, fresh, "t@v1")
     with pytest.raises(TaskNotFoundError):  # nothing visible was left behind
         fresh.resolve("t")

@@ -50,10 +50,10 @@ from vopstore.trainer import recipe
 
 kill_at, real_step = int(sys.argv[1]), recipe._optimizer_step
 
-def step(run, autocast):
+def step(run, *args):
     if run.step == kill_at:
         run.optimizer.step = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
-    return real_step(run, autocast)
+    return real_step(run, *args)
 
 recipe._optimizer_step = step
 sys.exit(main(sys.argv[2:]))

@@ -17,9 +17,11 @@ from importlib import resources
 from typing import Any, Iterable, Mapping
 
 from vopstore.errors import ConfigError, NotFoundError
+from vopstore.trainer.selection import SELECT_RULES, parse_metric
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
 PRECISIONS = ("auto", "fp32", "bf16")
+TRAIN_SAMPLINGS = ("uniform", "random")  # the frame rules of trainer/data/frames.py
 
 
 @dataclass
@@ -53,10 +55,20 @@ class TrainConfig:
     precision: str = "auto"
     checkpoint_every: int = 50
     log_every: int = 10
+    # Which prompts a version keeps (trainer/selection.py): "last" step, or "best" by select_metric averaged
+    # over the last select_window of evals_per_epoch evaluations per epoch (X-Pool: 10, window 5, t2v R@1) on
+    # val_fraction of the training videos held out, or on the test split itself when val_fraction is 0.
+    select: str = "last"
+    select_metric: str = "t2v/R@1"
+    evals_per_epoch: int = 10
+    select_window: int = 5
+    val_fraction: float = 0.0
     num_workers: int = 0
     on_error: str = "skip"
     frame_cache: bool = False  # keep decoded frames under VOPSTORE_HOME/cache/frames (later epochs skip decoding)
     hflip: bool = True  # training flip; turn off when captions say left/right (the synthetic task)
+    train_sampling: str = "uniform"  # training frames: the paper's uniform rule, or "random" within each range
+    strict: bool = False  # any skipped row or video is an error instead of a counted skip
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,6 +76,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
         _check_types(self)
+        _check_selection(self)
         positive = ("epochs", "batch_size", "grad_accum", "eval_batch_size", "num_frames",
                     "checkpoint_every", "log_every")
         for name in positive:
@@ -82,6 +95,9 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.on_error not in ("skip", "raise"):
             raise ConfigError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
+        if self.train_sampling not in TRAIN_SAMPLINGS:
+            raise ConfigError(f"train_sampling must be one of {', '.join(TRAIN_SAMPLINGS)}, "
+                              f"got {self.train_sampling!r}")
 
     def micro_batch(self, world_size: int = 1) -> int:
         """Clips one rank feeds per forward; refuses a global batch that does not split evenly."""
@@ -115,6 +131,20 @@ def _check_types(cfg: TrainConfig) -> None:
             continue
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+
+
+def _check_selection(cfg: TrainConfig) -> None:
+    if cfg.select not in SELECT_RULES:
+        raise ConfigError(f"select must be one of {', '.join(SELECT_RULES)}, got {cfg.select!r}")
+    parse_metric(cfg.select_metric)
+    if cfg.evals_per_epoch < 1 or cfg.select_window < 1:
+        raise ConfigError(f"evals_per_epoch and select_window must be >= 1, got {cfg.evals_per_epoch} "
+                          f"and {cfg.select_window}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.val_fraction and cfg.select != "best":
+        raise ConfigError("val_fraction holds out training videos for select='best'; set select=best too, "
+                          "or drop val_fraction")
 
 
 def list_presets() -> list[str]:

@@ -26,6 +26,8 @@ from vopstore.trainer.pretrain import PretrainConfig
 
 TASK = "demo"
 METHODS = ("vop", "vop-f")
+BOOTSTRAP_SEED = 0
+PROMISED_GAIN = 5.0  # t2v R@1 points over zero-shot that the README promises for VoP and VoP^F
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,17 @@ def ensure_task(folder: Path, cfg: DemoConfig, log: Callable[[str], None]) -> Pa
 
 def run_demo(cfg: DemoConfig = DemoConfig(), workdir: str | Path | None = None, store=None,
              log: Callable[[str], None] = print, progress: bool = False) -> dict:
-    """Run the demo; returns ``{"zero-shot": m, "vop": m, "vop-f": m}`` with ``m = {"t2v", "v2t", ...}``."""
+    """Run the demo.
+
+    Returns:
+        ``{"zero-shot": m, "vop": m, "vop-f": m, "test_queries": n}``; each ``m`` holds the metrics
+        (``"t2v"``, ``"v2t"``) and ``"ci95"`` (R@1 bootstrap intervals); the trained ones also their
+        ``"ref"``, ``"seconds"`` and ``"gain"`` over zero-shot with its paired interval.
+    """
     from vopstore.backbone import load_backbone
     from vopstore.home import home_dir
     from vopstore.trainer.pretrain import ensure_demo_backbone
-    from vopstore.trainer.workflow import eval_zero_shot, train_task
+    from vopstore.trainer.workflow import read_splits
 
     _quiet_transformers()
     start = time.perf_counter()
@@ -95,27 +103,83 @@ def run_demo(cfg: DemoConfig = DemoConfig(), workdir: str | Path | None = None, 
         from vopstore.store import open_store
 
         store = open_store()
-    results = {"zero-shot": eval_zero_shot(data, cfg.train_config("vop", str(backbone_dir)), backbone)}
-    log(f"zero-shot: t2v R@1 {results['zero-shot']['t2v']['R@1']:.1f}")
+    eval_cfg = cfg.train_config("vop", str(backbone_dir))
+    _, test = read_splits(eval_cfg, data, train=False)
+    zero_shot = _score(backbone, None, test, eval_cfg)
+    results: dict = {"zero-shot": summarize(zero_shot), "test_queries": len(test)}
+    log(f"zero-shot: t2v R@1 {_with_ci(results['zero-shot'])}")
     with tempfile.TemporaryDirectory(prefix="vopstore-demo-") as runs:
         for method in METHODS:
-            t0 = time.perf_counter()
-            res = train_task(TASK, data, cfg.train_config(method, str(backbone_dir)), run_dir=Path(runs) / method,
-                             store=store, backbone=backbone, message=f"vopstore demo ({method})",
-                             progress=progress, log=log)
-            results[method] = {**res.metrics, "ref": res.ref, "seconds": round(time.perf_counter() - t0, 1)}
-            log(f"{method}: registered {res.ref}  t2v R@1 {res.metrics['t2v']['R@1']:.1f}  "
-                f"({results[method]['seconds']:.0f} s)")
+            results[method] = _train_one(method, cfg, backbone, backbone_dir, data, Path(runs), store,
+                                         test, zero_shot, log, progress)
     for line in verdict(results):
         log(line)
     log(f"demo finished in {time.perf_counter() - start:.0f} s")
     return results
 
 
+def _train_one(method, cfg, backbone, backbone_dir, data, runs, store, test, zero_shot, log, progress) -> dict:
+    """Train, register, then score the REGISTERED prompts again for the per-query intervals."""
+    from vopstore.prompts import load_prompt_set
+    from vopstore.trainer.workflow import train_task
+
+    t0 = time.perf_counter()
+    train_cfg = cfg.train_config(method, str(backbone_dir))
+    res = train_task(TASK, data, train_cfg, run_dir=runs / method, store=store, backbone=backbone,
+                     message=f"vopstore demo ({method})", progress=progress, log=log)
+    scores = _score(backbone, load_prompt_set(store.fetch(store.resolve(res.ref)), backbone), test, train_cfg)
+    out = {**summarize(scores, zero_shot), "ref": res.ref, "seconds": round(time.perf_counter() - t0, 1)}
+    log(f"{method}: registered {res.ref}  t2v R@1 {_with_ci(out)}  ({out['seconds']:.0f} s)")
+    return out
+
+
+def _score(backbone, method, test, train_cfg):
+    from vopstore.trainer.evaluate import score
+    from vopstore.trainer.recipe import autocast_for
+
+    return score(backbone, method, test, train_cfg, autocast_for(train_cfg, backbone.device))
+
+
+def summarize(scores, baseline=None) -> dict:
+    """Metrics of one model, its R@1 bootstrap intervals and, given a baseline, its paired gain over it."""
+    from vopstore.trainer.metrics import bootstrap_ci, paired_gain_ci
+
+    out = scores.metrics()
+    hits = scores.recall_at(1)
+    out["ci95"] = {d: {"R@1": list(bootstrap_ci(hits[d], seed=BOOTSTRAP_SEED))} for d in hits}
+    if baseline is not None:
+        base = baseline.recall_at(1)
+        out["gain"] = {}
+        for d in hits:
+            gain, low, high = paired_gain_ci(base[d], hits[d], seed=BOOTSTRAP_SEED)
+            out["gain"][d] = {"R@1": gain, "ci95": [low, high]}
+    return out
+
+
+def _with_ci(entry: dict, direction: str = "t2v") -> str:
+    low, high = entry["ci95"][direction]["R@1"]
+    return f"{entry[direction]['R@1']:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def beats_zero_shot(entry: dict, margin: float = PROMISED_GAIN) -> bool:
+    """The README's promise for one trained model: t2v R@1 above zero-shot by more than ``margin``
+    points, and the paired 95% bootstrap interval of that gain above zero."""
+    gain = entry["gain"]["t2v"]
+    return gain["R@1"] > margin and gain["ci95"][0] > 0
+
+
 def verdict(results: dict) -> list[str]:
-    """Plain statements of how the paper's ordering (zero-shot < VoP < VoP^F on t2v R@1) came out."""
+    """Plain statements of how the demo came out: intervals, gains, and the paper's ordering."""
+    names = {"zero-shot": "zero-shot", "vop": "VoP", "vop-f": "VoP^F"}
+    n = results.get("test_queries")
+    lines = [f"t2v R@1 with 95% bootstrap intervals over {n} test queries: "
+             + ", ".join(f"{names[k]} {_with_ci(results[k])}" for k in ("zero-shot", *METHODS))]
+    for method in METHODS:
+        gain = results[method]["gain"]["t2v"]
+        beyond = "beyond noise" if gain["ci95"][0] > 0 else "NOT beyond noise"
+        lines.append(f"{names[method]} - zero-shot: {gain['R@1']:+.1f} points, paired 95% interval "
+                     f"[{gain['ci95'][0]:+.1f}, {gain['ci95'][1]:+.1f}] ({beyond})")
     r1 = {k: results[k]["t2v"]["R@1"] for k in ("zero-shot", *METHODS)}
-    lines = [f"t2v R@1: zero-shot {r1['zero-shot']:.1f}, VoP {r1['vop']:.1f}, VoP^F {r1['vop-f']:.1f}"]
     if r1["zero-shot"] < r1["vop"] < r1["vop-f"]:
         lines.append("ordering as in the paper: zero-shot < VoP < VoP^F (temporal layers help on this task)")
         return lines

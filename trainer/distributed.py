@@ -10,10 +10,14 @@ gradients, the update equals a single process's at the same global batch.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather
+
+from vopstore import core
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,13 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 def default_device(info: DistInfo) -> str:
     """The device this rank trains on: its local GPU, else the CPU."""
-    return f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
+    return core.default_device(info.local_rank)
 
 
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate ``x`` from every rank along dim 0, keeping the autograd graph."""
     if not info.enabled:
         return x
-    import warnings
-
-    from torch.distributed.nn.functional import all_gather
 
     with warnings.catch_warnings():
         # torch 2.13 marks it deprecated in favour of a private module; it is still the public,

@@ -6,6 +6,7 @@ embeddings) goes through exactly the same path as a prompted one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -44,20 +45,38 @@ def encode_videos(backbone, method, dataset, batch_size: int, autocast,
     return torch.cat(out)
 
 
-def evaluate(backbone, method, samples, cfg, autocast=None, progress: bool = False) -> dict:
-    """Retrieval metrics of ``method`` (None = zero-shot) on ``samples`` (a test split).
+@dataclass(frozen=True)
+class Scores:
+    """The similarity matrix of one evaluation and the video of each text: metrics and intervals come from it."""
 
-    Videos with several captions are encoded once; ``retrieval_metrics`` gets the
-    caption -> video map so t2v ranks the right video and v2t takes the best caption.
+    sim: torch.Tensor
+    text_to_video: torch.Tensor
 
-    Returns:
-        ``{"t2v": {"R@1", "R@5", "R@10", "MdR", "MnR"}, "v2t": {...}}``.
+    def ranks(self) -> dict:
+        """``{"t2v": QueryRanks, "v2t": QueryRanks}`` (see :mod:`vopstore.trainer.metrics`)."""
+        from vopstore.trainer.metrics import query_ranks
+
+        return query_ranks(self.sim, self.text_to_video)
+
+    def metrics(self) -> dict:
+        """``{"t2v": {"R@1", "R@5", "R@10", "MdR", "MnR"}, "v2t": {...}}``."""
+        return {direction: ranks.metrics() for direction, ranks in self.ranks().items()}
+
+    def recall_at(self, k: int = 1) -> dict[str, torch.Tensor]:
+        """Per query and direction, the probability that the ground truth is in the top ``k``."""
+        return {direction: ranks.recall_at(k) for direction, ranks in self.ranks().items()}
+
+
+def score(backbone, method, samples, cfg, autocast=None, progress: bool = False) -> Scores:
+    """Encode every text and video of ``samples`` (a test split) with ``method`` (None = zero-shot).
+
+    Videos with several captions are encoded once; the caption -> video map goes
+    with the matrix, so t2v ranks the right video and v2t takes the best caption.
     """
     from contextlib import nullcontext
 
     from vopstore.trainer.batches import make_dataset
     from vopstore.trainer.data.sample import group_by_video
-    from vopstore.trainer.metrics import retrieval_metrics
 
     autocast = autocast or nullcontext
     videos, text_to_video = group_by_video(list(samples))
@@ -72,8 +91,16 @@ def evaluate(backbone, method, samples, cfg, autocast=None, progress: bool = Fal
     finally:
         if method is not None:
             method.train(was_training)
-    sim = text_emb @ video_emb.t()
-    return retrieval_metrics(sim, text_to_video=torch.as_tensor(text_to_video))
+    return Scores(text_emb @ video_emb.t(), torch.as_tensor(text_to_video))
+
+
+def evaluate(backbone, method, samples, cfg, autocast=None, progress: bool = False) -> dict:
+    """Retrieval metrics of ``method`` (None = zero-shot) on ``samples`` (a test split).
+
+    Returns:
+        ``{"t2v": {"R@1", "R@5", "R@10", "MdR", "MnR"}, "v2t": {...}}``.
+    """
+    return score(backbone, method, samples, cfg, autocast, progress).metrics()
 
 
 class _bar:

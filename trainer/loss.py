@@ -1,4 +1,8 @@
-"""Symmetric InfoNCE at CLIP's temperature (spec §6.1, §12.8)."""
+"""Symmetric InfoNCE at CLIP's temperature: the mean of text->video and video->text cross-entropy.
+
+The loss the VoP paper states (Sec. 4.1), in the form of the X-Pool code it was trained with:
+``logits = exp(logit_scale) * cos``, cross-entropy against the diagonal along each axis.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,15 @@ single frames (colour / shape / position), saves it as an ordinary HF folder
 and caches it under ``VOPSTORE_HOME/cache/demo-backbone/<config digest>/``.
 Single frames carry no temporal order, which is exactly what VoP's video prompts
 then have to learn.
+
+A real CLIP has seen long, varied captions, so it takes prompt tokens before a
+caption (which push the words to later positions) and extra tokens in its vision
+tower in its stride. A tiny CLIP trained on nine-token captions has never used
+its later position embeddings, and a freshly initialised prompt set drops its
+retrieval to near chance. So a share of the pretraining steps (``prompt_noise``)
+runs through the prompted forward with a random, untrained VoP prompt set, as a
+real CLIP's breadth would have it: prompt tuning then starts from the zero-shot
+level, as it does on CLIP.
 """
 
 from __future__ import annotations
@@ -43,6 +52,9 @@ class PretrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
+    prompt_noise: float = 0.5  # share of steps run with a random VoP prompt set (1..max_noise_prompts tokens)
+    max_fillers: int = 8  # each caption gets 0..max_fillers random vocabulary tokens right after SOT
+    max_noise_prompts: int = 8  # the paper's prompt length
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
@@ -51,6 +63,8 @@ class PretrainConfig:
             raise ConfigError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
         if min(self.layers, self.pairs, self.steps, self.batch_size) < 1 or self.lr <= 0:
             raise ConfigError("layers, pairs, steps, batch_size and lr must be positive")
+        if not 0 <= self.prompt_noise <= 1 or self.max_noise_prompts < 1:
+            raise ConfigError("prompt_noise must be in [0, 1] and max_noise_prompts >= 1")
 
     def digest(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -80,8 +94,12 @@ def _pixel_values(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 def pretrain_clip(model, tokenize: Callable[[list[str]], torch.Tensor], images: torch.Tensor,
                   captions: list[str], cfg: PretrainConfig, mean, std,
-                  on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train every weight of ``model`` with CLIP's loss on (image, caption) pairs; returns the losses."""
+                  on_step: Callable[[int, float], None] | None = None, backbone=None) -> list[float]:
+    """Train every weight of ``model`` with CLIP's loss on (image, caption) pairs; returns the losses.
+
+    ``backbone`` (a :class:`~vopstore.backbone.Backbone` around ``model``) enables the
+    steps with random prompts (``cfg.prompt_noise``); without it every step is plain CLIP.
+    """
     from transformers import get_cosine_schedule_with_warmup
 
     from vopstore.trainer.loss import contrastive_loss
@@ -97,10 +115,13 @@ def pretrain_clip(model, tokenize: Callable[[list[str]], torch.Tensor], images: 
     losses = []
     for step in range(cfg.steps):
         idx = torch.randint(0, len(captions), (cfg.batch_size,), generator=gen)
-        batch_ids = _trim(ids[idx])
-        text = model.get_text_features(input_ids=batch_ids)
-        image = model.get_image_features(pixel_values=pixels[idx])
-        loss = contrastive_loss(_emb(text), _emb(image), model.logit_scale)
+        batch_ids = _with_fillers(_trim(ids[idx]), cfg.max_fillers, gen)
+        if backbone is not None and float(torch.rand(1, generator=gen)) < cfg.prompt_noise:
+            text, image = _random_prompt_features(backbone, batch_ids, pixels[idx], cfg, gen)
+        else:
+            text = _emb(model.get_text_features(input_ids=batch_ids))
+            image = _emb(model.get_image_features(pixel_values=pixels[idx]))
+        loss = contrastive_loss(text, image, model.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -115,6 +136,29 @@ def pretrain_clip(model, tokenize: Callable[[list[str]], torch.Tensor], images: 
     return losses
 
 
+def _with_fillers(ids: torch.Tensor, max_fillers: int, gen: torch.Generator) -> torch.Tensor:
+    """Insert 0..``max_fillers`` random vocabulary tokens after each row's SOT (rows re-padded with EOT)."""
+    if max_fillers < 1:
+        return ids
+    eos, rows = 49407, []
+    counts = torch.randint(0, max_fillers + 1, (ids.shape[0],), generator=gen)
+    for row, n in zip(ids, counts.tolist()):
+        fillers = torch.randint(0, 49406, (n,), generator=gen)  # any token but SOT/EOT
+        rows.append(torch.cat([row[:1], fillers, row[1:]]))
+    return _trim(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=eos))
+
+
+def _random_prompt_features(backbone, ids: torch.Tensor, pixels: torch.Tensor, cfg: PretrainConfig,
+                            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text and image features through a fresh, untrained VoP prompt set of random lengths."""
+    from vopstore.prompts import build_method, encode_text, encode_video
+
+    n_text, n_visual = (int(n) for n in torch.randint(1, cfg.max_noise_prompts + 1, (2,), generator=gen))
+    method = build_method("vop", backbone, seed=int(torch.randint(0, 2**31, (1,), generator=gen)),
+                          text_prompts=n_text, visual_prompts=n_visual).requires_grad_(False)
+    return encode_text(backbone, ids, method), encode_video(backbone, pixels[:, None], method)
+
+
 def _emb(out) -> torch.Tensor:
     """transformers 5 returns a model output from get_*_features; older ones a tensor."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
@@ -125,6 +169,15 @@ def _trim(ids: torch.Tensor) -> torch.Tensor:
     eos = 49407
     last = int((ids != eos).sum(dim=1).max()) + 1
     return ids[:, : min(ids.shape[1], last)]
+
+
+def _training_backbone(model, tokenizer, cfg: PretrainConfig):
+    """A :class:`Backbone` around the model being pretrained (not frozen), for the prompted forward."""
+    from vopstore.backbone import CLIP_MEAN, CLIP_STD, Backbone
+
+    return Backbone(name="pretraining", model=model, tokenizer=tokenizer, image_size=cfg.image_size,
+                    image_mean=CLIP_MEAN, image_std=CLIP_STD, fingerprint="", device=torch.device("cpu"),
+                    dtype=torch.float32, resize_size=cfg.image_size, context_length=cfg.max_text_len)
 
 
 def demo_backbone_dir(home: Path, cfg: PretrainConfig) -> Path:
@@ -174,7 +227,8 @@ def _build(folder: Path, cfg: PretrainConfig, log: Callable[[str], None]) -> dic
         if step % 50 == 0 or step == cfg.steps - 1:
             log(f"  pretrain step {step + 1}/{cfg.steps}  loss {loss:.3f}")
 
-    losses = pretrain_clip(model, tokenize, images, captions, cfg, CLIP_MEAN, CLIP_STD, on_step)
+    losses = pretrain_clip(model, tokenize, images, captions, cfg, CLIP_MEAN, CLIP_STD, on_step,
+                           _training_backbone(model, tokenizer, cfg))
     model.save_pretrained(str(folder))
     seconds = time.perf_counter() - start
     log(f"demo backbone: pretrained in {seconds:.0f} s (loss {losses[0]:.2f} -> {losses[-1]:.2f})")

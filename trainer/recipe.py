@@ -22,7 +22,7 @@ import json
 import os
 import random
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +36,7 @@ from vopstore.trainer import batches
 from vopstore.trainer.config import TrainConfig, config_from_dict
 from vopstore.trainer.distributed import DistInfo, barrier, gather_with_grad
 from vopstore.trainer.loss import contrastive_loss
+from vopstore.trainer.selection import Selector, last_step_record, make_selector
 
 STATE_FILE = "train-state.pt"
 LOG_FILE = "log.jsonl"
@@ -81,6 +82,7 @@ class Run:
     total_steps: int
     step: int = 0
     history: list = field(default_factory=list)
+    selection: Selector | None = None  # select="best": evaluations and the best prompts so far
 
     @property
     def done(self) -> bool:
@@ -123,7 +125,7 @@ def build_optimizer(method: nn.Module, cfg: TrainConfig, total_steps: int):
 
 
 def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = None,
-          dist: DistInfo | None = None, device: str | None = None) -> Run:
+          dist: DistInfo | None = None, device: str | None = None, selection: Selector | None = None) -> Run:
     """Build (or resume) a run: backbone, prompt method, DDP wrapper, optimiser, data order.
 
     Args:
@@ -134,6 +136,7 @@ def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = 
         backbone: an already loaded backbone (else ``cfg.backbone`` is loaded).
         dist: this process's place in a ``torchrun`` job (single process if None).
         device: where to train (default: this rank's GPU, else CPU).
+        selection: with ``select="best"``, the :class:`Selector` over the selection split.
     """
     from vopstore.prompts import build_method
     from vopstore.trainer.distributed import default_device
@@ -159,6 +162,7 @@ def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = 
     dataset = batches.make_dataset(train_samples, cfg, backbone, train=True)
     run = Run(cfg, backbone, method, model, optimizer, scheduler, list(train_samples), dataset, dist,
               Path(run_dir), micro, per_epoch, total)
+    run.selection = selection if selection is not None else make_selector(cfg, None)
     _maybe_resume(run)
     return run
 
@@ -171,9 +175,9 @@ def method_defaults(cfg: TrainConfig, backbone: Any) -> dict:
     """
     from dataclasses import fields
 
-    from vopstore.prompts import get_method
+    from vopstore.baselines.registry import method_class  # issue 14: a prompt method or a baseline
 
-    names = {f.name for f in fields(get_method(cfg.method).config_class)}
+    names = {f.name for f in fields(method_class(cfg.method).config_class)}
     out = dict(cfg.method_config)
     if "num_frames" in names:
         out.setdefault("num_frames", cfg.num_frames)
@@ -222,7 +226,8 @@ def save_state(run: Run) -> None:
     _atomic_save({"step": run.step, "rng": _rng_state()}, run.run_dir / f"rng-rank{run.dist.rank}.pt")
     if run.dist.is_main:
         _atomic_save({"step": run.step, "config": run.cfg.to_dict(), "method": run.method.state_dict(),
-                      "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()},
+                      "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                      "selection": run.selection.state_dict() if run.selection else None},
                      run.run_dir / STATE_FILE)
     barrier(run.dist)
 
@@ -239,6 +244,8 @@ def _maybe_resume(run: Run) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.step = int(state["step"])
+    if run.selection is not None and state.get("selection"):
+        run.selection.load_state_dict(state["selection"])
     rng_path = run.run_dir / f"rng-rank{run.dist.rank}.pt"
     if rng_path.is_file():
         rng = torch.load(rng_path, weights_only=False)
@@ -262,10 +269,12 @@ def train(run: Run, progress: bool = True, stop_after: int | None = None,
     end = run.total_steps if stop_after is None else min(run.total_steps, run.step + stop_after)
     autocast = autocast_for(cfg, run.backbone.device)
     loss = float("nan")
-    with _Progress(progress and run.dist.is_main, run.total_steps, run.step) as bar:
+    feed = batches.train_batches(run.dataset, _step_sampler(run, end), cfg.num_workers,
+                                 pin_memory=torch.device(run.backbone.device).type == "cuda")
+    with _Progress(progress and run.dist.is_main, run.total_steps, run.step) as bar, closing(feed):
         while run.step < end:
             lr = run.scheduler.get_last_lr()[0]  # the lr this step uses (the scheduler steps after it)
-            loss = _optimizer_step(run, autocast)
+            loss = _optimizer_step(run, autocast, next(feed))
             run.step += 1
             rate = (run.step - start_step) * cfg.batch_size / (time.perf_counter() - start)
             bar.update(run.step, loss, lr, rate)
@@ -273,6 +282,7 @@ def train(run: Run, progress: bool = True, stop_after: int | None = None,
                 _log(run, {"step": run.step, "loss": loss, "lr": lr, "clips_per_s": rate})
                 if on_log and run.dist.is_main:
                     on_log(f"  step {run.step}/{run.total_steps}  loss {loss:.4f}  lr {lr:.2e}  {rate:.1f} clips/s")
+            _maybe_select(run)
             if run.step % cfg.checkpoint_every == 0 or run.step == run.total_steps:
                 save_state(run)
     seconds = time.perf_counter() - start
@@ -281,24 +291,21 @@ def train(run: Run, progress: bool = True, stop_after: int | None = None,
             "clips_per_s": done * cfg.batch_size / seconds if seconds > 0 else 0.0}
 
 
-def _micro_indices(run: Run, step: int) -> tuple[int, list[list[int]]]:
-    """The epoch of optimiser step ``step`` and this rank's sample indices for each of its micro-batches."""
-    epoch, within = divmod(step, run.steps_per_epoch)
-    order = batches.epoch_order(len(run.samples), epoch, run.cfg.seed, run.dist.rank, run.dist.world_size)
-    first = within * run.cfg.grad_accum
-    return epoch, [order[(first + k) * run.micro:(first + k + 1) * run.micro] for k in range(run.cfg.grad_accum)]
+def _step_sampler(run: Run, end: int) -> batches.StepSampler:
+    """This rank's micro-batches from ``run.step`` (where a resumed run stopped) to ``end``."""
+    return batches.StepSampler(len(run.samples), run.micro, run.cfg.grad_accum, run.steps_per_epoch,
+                               run.cfg.seed, run.dist.rank, run.dist.world_size, start=run.step, end=end)
 
 
-def _optimizer_step(run: Run, autocast) -> float:
+def _optimizer_step(run: Run, autocast, groups: list[dict]) -> float:
+    """One optimiser step over this rank's micro-batches ``groups`` (gradient accumulation)."""
     cfg, total = run.cfg, 0.0
     logit_scale = run.backbone.model.logit_scale.detach()
     n_prompts = getattr(run.method, "text_tokens", 0)
-    epoch, groups = _micro_indices(run, run.step)
     run.optimizer.zero_grad(set_to_none=True)
-    for k, indices in enumerate(groups):
-        frames, captions = batches.load_batch(run.dataset, run.samples, indices, epoch)
-        ids = run.backbone.tokenize(captions, n_prompts)
-        frames = frames.to(run.backbone.device, run.backbone.dtype)
+    for k, batch in enumerate(groups):
+        ids = run.backbone.tokenize(batch["captions"], n_prompts)
+        frames = batch["pixel_values"].to(run.backbone.device, run.backbone.dtype, non_blocking=True)
         sync = k == len(groups) - 1 or not run.dist.enabled
         with (nullcontext() if sync else run.model.no_sync()), autocast():
             text, video = run.model(ids, frames)
@@ -360,8 +367,25 @@ def evaluate(run: Run, test_samples: list, progress: bool = False) -> dict:
                            autocast_for(run.cfg, run.backbone.device), progress)
 
 
-def save(run: Run, task: str, metrics: dict | None = None, store: Any = None, message: str | None = None):
+def _maybe_select(run: Run) -> None:
+    """With ``select="best"``, evaluate at the selection points (rank 0) and keep the best prompts.
+
+    The RNG state is put back afterwards, so selecting never changes what training does.
+    """
+    if run.selection is None or not run.selection.due(run.step, run.steps_per_epoch, run.total_steps):
+        return
+    if run.dist.is_main:
+        rng = _rng_state()
+        entry = run.selection.record(run.step, evaluate(run, run.selection.samples), run.method)
+        _set_rng_state(rng)
+        _log(run, {"step": run.step, "select": entry["score"], "window": entry["window"], "best": entry["best"]})
+
+
+def save(run: Run, task: str, metrics: dict | None = None, store: Any = None, message: str | None = None,
+         data_record: dict | None = None):
     """Write the prompt set to the run dir and register it as a new version of ``task`` (rank 0 only).
+
+    ``data_record`` (what the data loading skipped, the evaluation frame rule) joins the training config.
 
     Returns:
         The store's ``VersionInfo`` of the new version.
@@ -375,5 +399,7 @@ def save(run: Run, task: str, metrics: dict | None = None, store: Any = None, me
     path = run.run_dir / "prompts.safetensors"
     run.method.save(path, run.backbone)
     config = {**run.cfg.to_dict(), "world_size": run.dist.world_size, "steps": run.step,
-              "backbone_fingerprint": run.backbone.fingerprint}
+              "backbone_fingerprint": run.backbone.fingerprint,
+              "selection": run.selection.summary() if run.selection else last_step_record(run.step),
+              **(data_record or {})}
     return store.add(task, path, metrics=metrics, message=message, training_config=config)

@@ -45,7 +45,20 @@ def read_splits(cfg: TrainConfig, data: str | Path, train: bool = True):
     # Decode-check the test videos up front: a clip swapped for its neighbour at load time
     # (fine for training) would pair captions with the wrong video in the metrics.
     test_samples = check_videos(read_split(cfg.data_format, root, cfg.test_split, cfg.on_error), cfg.on_error)
+    if cfg.strict:
+        for name, samples in ((cfg.train_split, train_samples), (cfg.test_split, test_samples)):
+            if samples is not None:
+                samples.require_complete(f"split {name!r} of {root}")
     return train_samples, test_samples
+
+
+def data_record(train_samples, test_samples) -> dict:
+    """What a version records about its data: the skips of each split and the evaluation frame rule."""
+    from vopstore.trainer.data.frames import EVAL_SAMPLING
+    from vopstore.trainer.data.sample import skip_report
+
+    return {"skipped": {"train": skip_report(train_samples), "test": skip_report(test_samples)},
+            "eval_sampling": EVAL_SAMPLING}
 
 
 def default_run_dir(task: str, cfg: TrainConfig, data: str | Path) -> Path:
@@ -73,9 +86,10 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
     log = log if dist.is_main else (lambda text: None)
     try:
         train_samples, test_samples = read_splits(cfg, data)
+        train_samples, selection = selection_split(cfg, train_samples, test_samples, log)
         run_dir = Path(run_dir) if run_dir else default_run_dir(task, cfg, data)
         log(f"training {cfg.method} on {len(train_samples)} pairs ({train_samples.summary()}); run dir {run_dir}")
-        run = recipe.setup(cfg, train_samples, run_dir, backbone=backbone, dist=dist)
+        run = recipe.setup(cfg, train_samples, run_dir, backbone=backbone, dist=dist, selection=selection)
         resumed_from = run.step
         if resumed_from:
             log(f"resuming at step {resumed_from}/{run.total_steps}")
@@ -83,14 +97,36 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
         barrier(dist)
         result = None
         if dist.is_main:
-            log(f"evaluating on {len(test_samples)} test pairs")
+            if run.selection is not None:
+                run.selection.load_best(run.method)
+                log(f"selected the prompts of step {run.selection.best_step} ({cfg.select_metric} "
+                    f"{run.selection.best_score:.1f}, mean of the last {cfg.select_window} on {run.selection.split})")
+            log(f"evaluating on {len(test_samples)} test pairs ({test_samples.summary()})")
             metrics = recipe.evaluate(run, test_samples, progress=progress)
-            info = recipe.save(run, task, metrics, store=store, message=message)
+            info = recipe.save(run, task, metrics, store=store, message=message,
+                               data_record=data_record(train_samples, test_samples))
             result = TrainResult(info.ref, info.digest, metrics, run.step, summary["seconds"],
                                  summary["clips_per_s"], str(run_dir), resumed_from)
         return broadcast_object(result, dist)
     finally:
         shutdown(dist)
+
+
+def selection_split(cfg: TrainConfig, train_samples: list, test_samples: list,
+                    log: Callable[[str], None] = lambda s: None):
+    """(training samples, selector or None): ``select=best`` picks on held-out training videos or the test split."""
+    from vopstore.trainer.data import check_videos
+    from vopstore.trainer.selection import carve_validation, make_selector
+
+    if cfg.select != "best":
+        return train_samples, None
+    if cfg.val_fraction:
+        train_samples, held_out = carve_validation(train_samples, cfg.val_fraction, cfg.seed)
+        log(f"selecting on {len(held_out)} pairs of {cfg.val_fraction:g} of the training videos, held out")
+        return train_samples, make_selector(cfg, check_videos(held_out, cfg.on_error), "val")
+    log("selecting on the TEST split (X-Pool's protocol, which the paper's numbers likely follow): its test "
+        "numbers are optimistic; set val_fraction=0.1 to select on held-out training videos instead")
+    return train_samples, make_selector(cfg, test_samples, "test")
 
 
 def _autocast(cfg: TrainConfig, backbone: Any):

@@ -20,7 +20,11 @@ from typing import Any
 
 import torch
 
-from vopstore.errors import ConfigError, FileMissingError
+from vopstore.core import atomic_write_bytes, canonical_json
+from vopstore.errors import (BackboneMismatchError, ConfigError, FileMissingError, NotFoundError,
+                             PermissionDeniedError, StoreUnavailableError)
+from vopstore.home import cache_dir
+from vopstore.tokenizer import clip_tokenizer, save_clip_tokenizer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -142,14 +146,35 @@ def resolve_folder(name_or_path: str | os.PathLike) -> Path:
 
 
 def _hub_snapshot(name: str) -> Path:
-    from huggingface_hub import snapshot_download
+    """The HF cache snapshot of hub repo ``name``, downloaded if missing and the Hub is reachable.
 
-    patterns = ["*.json", "*.txt", "model.safetensors"]
+    A disk or permission error while writing the cache propagates as the OSError it is.
+    """
+    # huggingface_hub costs ~0.4 s to import: only a backbone given by hub name needs it.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+
     try:
-        return Path(snapshot_download(name, allow_patterns=patterns))
-    except Exception as exc:  # offline miss, unknown repo, network: all mean "not available here"
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "model.safetensors"]))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):  # offline, or the Hub unreachable, and not cached
         raise FileMissingError(f"backbone {name!r} is not in the local Hugging Face cache and could not be "
-                               f"downloaded ({type(exc).__name__}); download it once or pass a local folder") from None
+                               "downloaded; download it once while online or pass a local folder") from None
+    except GatedRepoError:
+        raise PermissionDeniedError(f"backbone {name!r} is gated on the Hugging Face Hub; accept its terms on "
+                                    "huggingface.co and log in (HF_TOKEN or 'hf auth login')") from None
+    except RepositoryNotFoundError:
+        raise NotFoundError(f"no backbone {name!r} on the Hugging Face Hub (or it is private: log in with HF_TOKEN "
+                            "or 'hf auth login'); check the name or pass a local folder") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        kind = PermissionDeniedError if status in (401, 403) else StoreUnavailableError
+        raise kind(f"the Hugging Face Hub refused backbone {name!r} ({_first_line(exc)}); check HF_TOKEN, "
+                   "or pass a local folder") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def weight_file(folder: Path) -> Path | None:
@@ -191,8 +216,6 @@ def load_tokenizer(folder: Path):
         from transformers import CLIPTokenizer
 
         return CLIPTokenizer.from_pretrained(str(folder))
-    from vopstore.tokenizer import clip_tokenizer
-
     return clip_tokenizer()
 
 
@@ -201,12 +224,30 @@ def load_tokenizer(folder: Path):
 
 def fingerprint(folder: Path, preprocessing: dict) -> str:
     """sha256 of the stored weights' hash and the canonical preprocessing settings."""
-    from vopstore.checkpoint import canonical_json
-
     digest = hashlib.sha256()
     digest.update(weights_digest(weight_file(folder)).encode())
     digest.update(canonical_json(preprocessing).encode())
     return digest.hexdigest()
+
+
+def require_same_backbone(record: Any, backbone: Backbone, source: str, *,
+                          hint: str = "load the backbone it was trained on") -> None:
+    """Refuse a prompt set trained on another backbone than ``backbone``.
+
+    Args:
+        record: what says where it was trained: checkpoint metadata or a store record
+            (anything with ``backbone_name`` and ``backbone_fingerprint``).
+        backbone: the backbone it is about to run on.
+        source: how the message names the prompt set (a path or a ref).
+        hint: what the user should do instead.
+
+    Raises:
+        BackboneMismatchError: the fingerprints differ.
+    """
+    if record.backbone_fingerprint != backbone.fingerprint:
+        raise BackboneMismatchError(
+            f"{source} was trained on backbone {record.backbone_name} ({record.backbone_fingerprint[:12]}), "
+            f"not on {backbone.name} ({backbone.fingerprint[:12]}); {hint}")
 
 
 def weights_digest(path: Path) -> str:
@@ -244,14 +285,10 @@ def _hash_tensors(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _cache_dir() -> Path:
-    from vopstore.home import cache_dir
-
     return cache_dir() / "fingerprints"
 
 
 def _write_cache(path: Path, record: dict) -> None:
-    from vopstore.checkpoint import atomic_write_bytes
-
     try:
         atomic_write_bytes(path, json.dumps(record).encode())
     except OSError:
@@ -274,8 +311,6 @@ def save_random_backbone(folder: str | os.PathLike, config: Any, seed: int = 0) 
     """
     from transformers import CLIPModel
 
-    from vopstore.tokenizer import save_clip_tokenizer
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -289,19 +324,3 @@ def save_random_backbone(folder: str | os.PathLike, config: Any, seed: int = 0) 
                     "do_resize": True, "do_normalize": True, "resample": 3, "image_processor_type": "CLIPImageProcessor"}
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     return folder
-
-
-def clip_param_count(config: Any) -> int:
-    """Parameters of a ``CLIPModel`` from its config alone (no weights, no torch allocation)."""
-    t, v = config.text_config, config.vision_config
-    text = t.vocab_size * t.hidden_size + t.max_position_embeddings * t.hidden_size
-    text += t.num_hidden_layers * _layer_params(t.hidden_size, t.intermediate_size) + 2 * t.hidden_size
-    patches = (v.image_size // v.patch_size) ** 2
-    vision = v.hidden_size * (3 * v.patch_size**2 + 1 + patches + 1)  # conv (no bias), class emb, positions
-    vision += v.num_hidden_layers * _layer_params(v.hidden_size, v.intermediate_size) + 4 * v.hidden_size
-    projections = (t.hidden_size + v.hidden_size) * config.projection_dim
-    return text + vision + projections + 1  # + logit_scale
-
-
-def _layer_params(width: int, mlp: int) -> int:
-    return 4 * (width * width + width) + 2 * width * mlp + mlp + width + 4 * width

@@ -7,34 +7,29 @@ content -> same bytes -> same sha256" hold, and the sha256 of the file is its
 identity everywhere (blob key, version digest, cache path).
 
 Reading and validating the header needs no torch, so the store and the CLI can
-check a file without importing it.
+check a file without importing it. Hashing, canonical JSON and atomic writes come from
+:mod:`vopstore.core`; this module is only the file format.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from vopstore.errors import FileMissingError, IntegrityError, InvalidCheckpointError
+from vopstore.core import atomic_write_bytes, canonical_json, is_sha256, sha256_bytes
+from vopstore.errors import FileMissingError, InvalidCheckpointError
+from vopstore.prompts import schema as prompt_schema  # torch-free
 
 FORMAT_VERSION = 1
 METADATA_KEY = "vopstore"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # Longest value of each text field that the store's database columns hold.
 _MAX_LENGTHS = {"method": 64, "dtype": 32, "backbone_name": 255}
-_HEX = frozenset("0123456789abcdef")
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
-def canonical_json(obj: Any) -> str:
-    """Serialise ``obj`` deterministically: sorted keys, compact separators, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -97,30 +92,6 @@ class CheckpointInfo:
     size: int
 
 
-def is_sha256(text: str) -> bool:
-    """Whether ``text`` is a sha256 hex digest: 64 lowercase hex digits."""
-    return isinstance(text, str) and len(text) == 64 and set(text) <= _HEX
-
-
-def validate_digest(digest: str) -> str:
-    """Return ``digest`` if it is a sha256 hex digest, else raise IntegrityError (a ValueError)."""
-    if not is_sha256(digest):
-        raise IntegrityError(f"invalid sha256 digest {digest!r}: expected 64 lowercase hex digits")
-    return digest
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def parse_checkpoint_bytes(data: bytes, source: str = "checkpoint", *,
                            contents: bool = False) -> tuple[PromptSetMeta, dict]:
     """Validate the safetensors layout and the metadata of ``data``; return (meta, tensor table).
@@ -146,7 +117,7 @@ def parse_checkpoint_bytes(data: bytes, source: str = "checkpoint", *,
     if set(metadata) != {METADATA_KEY}:
         raise InvalidCheckpointError(
             f"{source}: expected exactly one metadata key '{METADATA_KEY}', found {sorted(metadata) or 'none'}; "
-            "save prompt sets with vopstore (PromptSet.save / vopstore train)"
+            "save prompt sets with vopstore (method.save(path, backbone) or 'vopstore train')"
         )
     meta = PromptSetMeta.from_json(metadata[METADATA_KEY], source)
     table = _check_tensor_table(header, len(data) - 8 - header_len, source)
@@ -154,9 +125,7 @@ def parse_checkpoint_bytes(data: bytes, source: str = "checkpoint", *,
     if counted != meta.params:
         raise InvalidCheckpointError(f"{source}: metadata says {meta.params} parameters, tensors hold {counted}")
     if contents:
-        from vopstore.prompts.schema import check_prompt_set  # torch-free
-
-        check_prompt_set(meta, header, memoryview(data)[8 + header_len:], source)
+        prompt_schema.check_prompt_set(meta, header, memoryview(data)[8 + header_len:], source)
     return meta, table
 
 
@@ -230,33 +199,6 @@ def checkpoint_bytes(tensors: Mapping[str, Any], meta: PromptSetMeta) -> bytes:
     data = save(clean, metadata={METADATA_KEY: meta.to_json()})
     parse_checkpoint_bytes(data, "new checkpoint")  # the writer must never produce what the reader refuses
     return data
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
-
-    The file gets ``mode``, by default what a plain ``open(path, "w")`` gives (0o666 less the umask),
-    not the 0o600 of the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it is to set it
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, Any], meta: PromptSetMeta) -> str:

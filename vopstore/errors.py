@@ -65,8 +65,11 @@ class InvalidCheckpointError(VopstoreError, ValueError):
     code, http_status = "invalid_checkpoint", 422
 
 
-class IntegrityError(VopstoreError, ValueError):
-    """Stored bytes do not hash to the digest they were stored under."""
+class BlobIntegrityError(VopstoreError, ValueError):
+    """Stored bytes are corrupt: they do not hash to their digest, or a stored file is malformed.
+
+    Named apart from SQLAlchemy's ``IntegrityError`` (a unique-key race), which the store also handles.
+    """
 
     code, http_status = "integrity", 422
 

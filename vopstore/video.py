@@ -32,9 +32,13 @@ def segment_bounds(n_total: int, num_frames: int) -> np.ndarray:
 
 
 def uniform_indices(total: int, num_frames: int) -> list[int]:
-    """The middle frame of each of ``num_frames`` equal index ranges, padded with the last index."""
+    """The middle frame of each of ``num_frames`` equal index ranges, padded with the last index.
+
+    The middle of ``[a, b)`` is ``(a + b - 1) // 2``, X-Pool's rule (the lower middle of an even
+    range), so embeddings match the harness the paper's numbers come from.
+    """
     bounds = segment_bounds(total, num_frames)
-    idx = [int(a + (b - a) // 2) for a, b in bounds]
+    idx = [int((a + b - 1) // 2) for a, b in bounds]
     return idx + [idx[-1]] * (num_frames - len(idx))
 
 

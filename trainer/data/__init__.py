@@ -15,7 +15,7 @@ _LAZY = {
     "check_videos": "readers",
     "ClipSpec": "synthetic", "SyntheticTask": "synthetic", "caption": "synthetic",
     "generate_synthetic_task": "synthetic", "render_clip": "synthetic", "sample_static_pairs": "synthetic",
-    "static_caption": "synthetic", "write_video": "encode",
+    "static_caption": "synthetic", "write_video": "mp4",
     "FrameSampler": "frames", "load_frames": "frames", "frame_indices": "frames",
     "preprocess_frames": "transforms", "FrameCache": "cache",
     "VideoTextDataset": "dataset", "VideoTextCollate": "dataset",

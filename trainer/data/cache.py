@@ -1,25 +1,30 @@
 """An optional on-disk cache of decoded frames, so later epochs skip video decoding.
 
 One ``.npy`` file of uint8 frames per (video path, mtime, size, sampling), so an
-edited video is decoded again. Writes are atomic (temp file + rename); a file
-that fails to load is treated as a miss and rewritten.
+edited video is decoded again. Writes are atomic (a uniquely named temp file in
+the same folder, then a rename), so DataLoader workers and several training
+processes can share one cache: a reader sees a whole file or none, and two
+writers of one key write the same bytes. A file that fails to load is treated
+as a miss and rewritten. No fsync (``durable=False``): after a crash a torn entry is only a miss.
 
-Trade-off for training: the random offset within each range cannot be cached
+Trade-off for ``random`` training sampling: the random offset within each range cannot be cached
 exactly, so the training cache keeps ``per_segment`` candidate frames evenly
 spread in each range and every epoch draws one of them per range. With the
 default 4 candidates a clip costs 4x the frames of the uniform cache, and the
 temporal jitter is coarser than decoding afresh (4 positions per range instead
-of every frame). Evaluation caches exactly the uniform frames it would decode.
+of every frame). Evaluation and ``uniform`` training (the default) cache exactly
+the uniform frames they would decode, under the same key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from vopstore.core import atomic_write
 
 
 class FrameCache:
@@ -51,12 +56,8 @@ class FrameCache:
 
     def put(self, key: str, frames: np.ndarray) -> None:
         """Store ``frames`` atomically; concurrent writers of one key write the same bytes."""
-        path = self._file(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_write(self._file(key), durable=False) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(frames, dtype=np.uint8), allow_pickle=False)
-        os.replace(tmp, path)
 
     def get_or_load(self, key: str, load) -> np.ndarray:
         """The cached array, or ``load()`` stored then returned."""

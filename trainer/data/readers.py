@@ -6,14 +6,15 @@ its docstring. ``DATASETS`` maps a format name to its module's ``read``.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from vopstore.errors import ConfigError, DataError, FileMissingError
 from vopstore.trainer.data.formats import activitynet, didemo, generic, lsmdc, msrvtt
-from vopstore.trainer.data.sample import ErrorPolicy, Sample, SampleList
+from vopstore.trainer.data.sample import ErrorPolicy, Sample, SampleList, log
 
 Reader = Callable[..., SampleList]
 
@@ -54,7 +55,7 @@ def detect_format(root: Path | str) -> str:
 
 
 def read_split(fmt: str, root: Path | str, split: str, on_error: str = "skip",
-               videos_dir: Path | str | None = None) -> SampleList:
+               videos_dir: Path | str | None = None, **options: Any) -> SampleList:
     """Read one split of a dataset as a list of :class:`Sample`.
 
     Args:
@@ -65,9 +66,11 @@ def read_split(fmt: str, root: Path | str, split: str, on_error: str = "skip",
         on_error: ``"skip"`` leaves out bad rows and missing videos and records them in
             the result's ``skipped``; ``"raise"`` stops at the first with a :class:`DataError`.
         videos_dir: where the videos are, when not in the default place under ``root``.
+        options: format-specific settings, e.g. DiDeMo's ``seconds`` (30 by default; None: whole videos).
 
     Returns:
-        A :class:`SampleList` (a list of samples with ``.skipped`` and ``.summary()``).
+        A :class:`SampleList` (a list of samples with ``.skipped`` and ``.summary()``); when rows
+        were skipped, one closing warning says how many and why.
     """
     root = Path(root)
     if fmt == "auto":
@@ -77,11 +80,22 @@ def read_split(fmt: str, root: Path | str, split: str, on_error: str = "skip",
         raise ConfigError(f"unknown dataset format {fmt!r}; expected one of auto, {', '.join(DATASETS)}")
     if not root.is_dir():
         raise FileMissingError(f"dataset root not found: expected a folder at {root}")
-    samples = reader(root, split, ErrorPolicy(on_error), Path(videos_dir) if videos_dir else None)
+    _check_options(fmt, reader, options)
+    samples = reader(root, split, ErrorPolicy(on_error), Path(videos_dir) if videos_dir else None, **options)
+    if samples.skipped:
+        log.warning("%s split %r of %s: %s", fmt, split, root, samples.summary())
     if not samples:
         raise DataError(f"split {split!r} of {fmt} dataset {root} has no usable samples ({samples.summary()}); "
                         "check the layout and the video folder")
     return samples
+
+
+def _check_options(fmt: str, reader: Reader, options: dict) -> None:
+    accepted = set(inspect.signature(reader).parameters) - {"root", "split", "policy", "videos_dir"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(f"format {fmt!r} takes no option {', '.join(unknown)}; "
+                          f"it takes: {', '.join(sorted(accepted)) or 'none'}")
 
 
 def check_videos(samples: list[Sample], on_error: str = "skip") -> SampleList:

@@ -22,11 +22,16 @@ ON_ERROR = ("skip", "raise")
 
 @dataclass(frozen=True)
 class Sample:
-    """One (video, caption) pair. Paragraph datasets put the joined paragraph in ``caption``."""
+    """One (video, caption) pair. Paragraph datasets put the joined paragraph in ``caption``.
+
+    ``end_s`` limits the frames to the clip's first seconds (DiDeMo's annotations cover
+    the first 30 s only); None uses the whole clip.
+    """
 
     video_path: Path
     caption: str
     video_id: str
+    end_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,18 @@ class SampleList(list):
 
     def summary(self) -> str:
         """One line for logs and the CLI: how many samples were kept and skipped, and why."""
-        reasons = Counter(s.reason.split(":")[0] for s in self.skipped)
-        why = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3))
+        why = "; ".join(f"{n}x {r}" for r, n in list(self.reasons().items())[:3])
         return f"{len(self)} samples, {len(self.skipped)} skipped" + (f" ({why})" if why else "")
+
+    def reasons(self) -> dict[str, int]:
+        """Skips per kind of reason (the text before the first colon), most frequent first."""
+        return dict(Counter(s.reason.split(":")[0] for s in self.skipped).most_common())
+
+    def require_complete(self, what: str) -> None:
+        """Raise :class:`DataError` if any row was skipped (``--strict``): the summary and the first skip."""
+        if self.skipped:
+            raise DataError(f"--strict: {what} skipped {len(self.skipped)} item(s) ({self.summary()}); first: "
+                            f"{self.skipped[0]}; fix the data, or drop --strict to train on the rest")
 
 
 @dataclass
@@ -80,6 +94,12 @@ class ErrorPolicy:
 
     def result(self, samples: list[Sample]) -> SampleList:
         return SampleList(samples, self.skipped)
+
+
+def skip_report(samples: list[Sample]) -> dict:
+    """What a version records about one split: ``{"kept", "skipped", "reasons": {reason: count}}``."""
+    listed = samples if isinstance(samples, SampleList) else SampleList(samples)
+    return {"kept": len(listed), "skipped": len(listed.skipped), "reasons": listed.reasons()}
 
 
 def check_on_error(on_error: str) -> None:

@@ -209,7 +209,7 @@ def _video_name(fmt: str, split: str, i: int, n_train: int) -> str:
 
 
 def _write_clip(root: Path, rel: str, spec: ClipSpec, size: int, frames: int) -> tuple[str, str, ClipSpec]:
-    from vopstore.trainer.data.encode import write_video
+    from vopstore.trainer.data.mp4 import write_video
 
     write_video(root / rel, render_clip(spec, size, frames))
     return rel, caption(spec), spec

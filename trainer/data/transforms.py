@@ -1,10 +1,10 @@
 """CLIP preprocessing of a clip's frames in plain torch (torchvision does not import here).
 
-Eval (spec §6.2 ``clip_test``): resize the shorter side to R (the backbone's
-``resize_size``, bicubic, antialiased), center-crop S x S (``image_size``), normalise:
-the same functions serving uses (:mod:`vopstore.video`). Train (``clip_train``): RandomResizedCrop(S,
-scale=(0.5, 1.0)) + horizontal flip, the SAME crop and flip for every frame of
-the clip, then normalise. Flip is optional: it swaps left and right, so a task
+The transforms of the X-Pool code VoP was trained with. Eval (its ``clip_test``): resize
+the shorter side to R (the backbone's ``resize_size``, bicubic, antialiased), center-crop
+S x S (``image_size``), normalise: the same functions serving uses (:mod:`vopstore.video`).
+Train (its ``clip_train``): RandomResizedCrop(S, scale=(0.5, 1.0)) + horizontal flip, the
+SAME crop and flip for every frame of the clip, then normalise. Flip is optional: it swaps left and right, so a task
 whose captions say "left"/"right" (the synthetic task) must turn it off.
 """
 

@@ -13,10 +13,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from vopstore.blobs.base import BlobBackend, blob_key, read_verified, write_blob
+from vopstore.blobs.base import BlobBackend, blob_key, download_blob, read_verified, write_blob
+from vopstore.blobs.local import LocalBlobs
+from vopstore.blobs.transfer import BlobFile
 from vopstore.errors import ConfigError
 
-__all__ = ["BlobBackend", "blob_key", "open_blobs", "read_verified", "write_blob"]
+__all__ = ["BlobBackend", "BlobFile", "blob_key", "download_blob", "open_blobs", "read_verified", "write_blob"]
 
 _SUPPORTED = "use file:///absolute/dir, a local folder path, or s3://bucket[/prefix]"
 # 'C:\\blobs' parses as scheme 'c': a one-letter scheme is a Windows drive, not a URL.
@@ -43,8 +45,6 @@ def open_blobs(url: str) -> BlobBackend:
     if match is None:
         if "://" in url or url.startswith("s3:"):
             raise ConfigError(f"unsupported blob store URL {url!r}: {_SUPPORTED}")
-        from vopstore.blobs.local import LocalBlobs
-
         return LocalBlobs(Path(url))
     scheme = match.group(1).lower()
     if scheme == "file":
@@ -55,8 +55,6 @@ def open_blobs(url: str) -> BlobBackend:
 
 
 def _open_file(url: str) -> BlobBackend:
-    from vopstore.blobs.local import LocalBlobs
-
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost") or not parts.path or parts.query or parts.fragment:
         raise ConfigError(
@@ -69,6 +67,6 @@ def _open_s3(url: str) -> BlobBackend:
     parts = urlsplit(url)
     if not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"invalid S3 URL {url!r}: expected s3://bucket[/prefix] without query or fragment")
-    from vopstore.blobs.s3 import S3Blobs
+    from vopstore.blobs.s3 import S3Blobs  # boto3
 
     return S3Blobs(parts.netloc, parts.path.strip("/"))

@@ -7,9 +7,11 @@ import os
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from vopstore.blobs.keys import validate_key, validate_prefix
+from vopstore.blobs.transfer import CHUNK, Progress, iter_file
+from vopstore.core import fsync_dir
 from vopstore.errors import BlobNotFoundError, PermissionDeniedError, StoreUnavailableError
 
 # Filesystems without hard links (some FUSE/SMB mounts) answer os.link with one of these.
@@ -38,18 +40,29 @@ class LocalBlobs:
 
     def put(self, key: str, data: bytes) -> bool:
         """Store ``data`` under ``key``; False (and no write) if the key already exists."""
+        return self._publish(key, lambda out: out.write(data))
+
+    def put_file(self, key: str, path: str | os.PathLike, *, progress: Progress | None = None) -> bool:
+        """Store a copy of the file at ``path`` under ``key`` (streamed); False if the key already exists."""
+        def copy(out: BinaryIO) -> None:
+            for chunk in iter_file(path, progress=progress):
+                out.write(chunk)
+
+        return self._publish(key, copy)
+
+    def _publish(self, key: str, write: Callable[[BinaryIO], object]) -> bool:
         target = self.path(key)
         if target.is_file():
             return False
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._write_temp(target.parent, data)
+            tmp = self._write_temp(target.parent, write)
             try:
                 created = _link_create_only(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
             if created:
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
             return created
         except OSError as err:
             raise self._os_error("write", key, err) from err
@@ -63,6 +76,19 @@ class LocalBlobs:
             raise BlobNotFoundError(f"no blob {key} in {self.url}; push the version again or pull it") from err
         except OSError as err:
             raise self._os_error("read", key, err) from err
+
+    def read_range(self, key: str, start: int = 0) -> Iterator[bytes]:
+        """Yield the bytes under ``key`` from offset ``start`` on; BlobNotFoundError if absent."""
+        target = self.path(key)
+        try:
+            handle = open(target, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+            raise BlobNotFoundError(f"no blob {key} in {self.url}; push the version again or pull it") from err
+        except OSError as err:
+            raise self._os_error("read", key, err) from err
+        with handle:
+            handle.seek(start)
+            yield from iter(lambda: handle.read(CHUNK), b"")
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -100,13 +126,13 @@ class LocalBlobs:
                     keys.append(key)
         yield from sorted(keys)
 
-    def _write_temp(self, folder: Path, data: bytes) -> Path:
+    def _write_temp(self, folder: Path, write: Callable[[BinaryIO], object]) -> Path:
         # A leading '.' makes the name an invalid key, so list() never shows it.
         tmp = folder / f".tmp-{secrets.token_hex(8)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
         except BaseException:
@@ -140,20 +166,6 @@ def _link_create_only(tmp: Path, target: Path) -> bool:
         return False
     os.replace(tmp, target)
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the new directory entry durable (no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _is_key(key: str) -> bool:

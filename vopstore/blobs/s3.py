@@ -3,14 +3,15 @@
 The endpoint, credentials and region come from boto3's standard configuration
 (``AWS_ENDPOINT_URL[_S3]``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_DEFAULT_REGION``, ``~/.aws/config``), so one store URL works everywhere.
-Create-only puts use a conditional write (``If-None-Match: *``).
+Create-only puts use a conditional write (``If-None-Match: *``); files larger than one
+part (``$VOPSTORE_S3_PART_SIZE``, default 16 MiB) go up as a resumable multipart upload
+(:mod:`vopstore.blobs.multipart`) and come down as ranged, streamed reads.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -25,6 +26,9 @@ from botocore.exceptions import (
 )
 
 from vopstore.blobs.keys import validate_key, validate_prefix
+from vopstore.blobs.multipart import MultipartPut, plan_parts
+from vopstore.blobs.transfer import CHUNK, Progress
+from vopstore.core import retry
 from vopstore.errors import (
     BlobNotFoundError,
     ConfigError,
@@ -39,6 +43,20 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _EXISTS = {"PreconditionFailed", "412"}
 # AWS answers 409 when another conditional write of the same key is in flight: try again.
 _CONFLICT = {"ConditionalRequestConflict", "409"}
+_BAD_RANGE = {"InvalidRange", "416"}
+DEFAULT_PART_SIZE = 16 << 20
+UPLOAD_CONCURRENCY = 4  # parts in flight per upload: memory is about this many parts
+
+
+def part_size_setting() -> int:
+    """The multipart part size: ``$VOPSTORE_S3_PART_SIZE`` bytes, else 16 MiB (files up to one part: one PUT)."""
+    raw = os.environ.get("VOPSTORE_S3_PART_SIZE")
+    if raw is None:
+        return DEFAULT_PART_SIZE
+    if not raw.isdigit():
+        raise ConfigError(f"VOPSTORE_S3_PART_SIZE must be a number of bytes, got {raw!r}; e.g. 16777216 (16 MiB)")
+    plan_parts(0, int(raw))  # refuses one under S3's 5 MiB minimum
+    return int(raw)
 
 
 def client_config() -> Config:
@@ -76,7 +94,7 @@ def make_client() -> Any:
 class S3Blobs:
     """Blobs stored as objects ``{prefix}/{key}`` in one bucket."""
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None):
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None, *, part_size: int | None = None):
         if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket) or ".." in bucket:
             raise ConfigError(
                 f"invalid S3 bucket name {bucket!r}: expected 3-63 lowercase letters, digits, '.' or '-'"
@@ -87,6 +105,9 @@ class S3Blobs:
         self.bucket, self.prefix = bucket, prefix
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.client = client if client is not None else make_client()
+        if part_size is not None:
+            plan_parts(0, part_size)  # refuses a part under S3's minimum
+        self.part_size = part_size if part_size is not None else part_size_setting()
 
     def __repr__(self) -> str:
         return f"S3Blobs({self.url!r}, endpoint={self.client.meta.endpoint_url!r})"
@@ -97,26 +118,44 @@ class S3Blobs:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put(self, key: str, data: bytes) -> bool:
-        """Store ``data`` under ``key`` unless it exists (True if this call wrote it).
+        """Store ``data`` under ``key`` unless it exists (True if this call wrote it): one conditional PutObject."""
+        return self._put_object(key, lambda: data)
 
-        One conditional PutObject: boto3's managed (multipart) upload cannot pass
-        If-None-Match, and a single PUT takes objects up to 5 GB.
+    def put_file(self, key: str, path: str | os.PathLike, *, progress: Progress | None = None) -> bool:
+        """Store the file at ``path`` under ``key`` unless it exists (True if this call wrote it).
+
+        Up to one part: one conditional PutObject streamed from the file. Larger: a multipart
+        upload that resumes an interrupted one of the same key and is completed create-only.
         """
+        size = os.path.getsize(path)
+        if size <= self.part_size:
+            with open(path, "rb") as handle:
+                created = self._put_object(key, lambda: _rewound(handle))
+            if progress is not None:
+                progress(size, size)
+            return created
         okey = self.object_key(key)
-        for attempt in range(4):
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=okey, Body=data, IfNoneMatch="*")
-                return True
-            except ClientError as err:
-                code = _code(err)
-                if code in _EXISTS:
-                    return False
-                if code not in _CONFLICT or attempt == 3:
-                    raise self._translate(err, "write", key) from err
-                time.sleep(0.05 * 2**attempt)
-            except BotoCoreError as err:
-                raise self._translate(err, "write", key) from err
-        raise AssertionError("unreachable")
+        if self.exists(key):
+            return False
+        upload = MultipartPut(self.client, self.bucket, okey, part_size=self.part_size,
+                              concurrency=UPLOAD_CONCURRENCY)
+        try:
+            return upload.run(path, progress)
+        except (ClientError, BotoCoreError) as err:
+            raise self._translate(err, "write", key) from err
+
+    def _put_object(self, key: str, body) -> bool:
+        okey = self.object_key(key)
+        try:
+            retry(lambda: self.client.put_object(Bucket=self.bucket, Key=okey, Body=body(), IfNoneMatch="*"),
+                  attempts=4, when=_in_flight_elsewhere, wait=lambda attempt: 0.05 * 2**attempt)
+            return True
+        except ClientError as err:
+            if _code(err) in _EXISTS:
+                return False
+            raise self._translate(err, "write", key) from err
+        except BotoCoreError as err:
+            raise self._translate(err, "write", key) from err
 
     def get(self, key: str) -> bytes:
         """Return the bytes under ``key``; BlobNotFoundError if absent."""
@@ -124,6 +163,21 @@ class S3Blobs:
             response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
             return response["Body"].read()
         except (ClientError, BotoCoreError) as err:
+            raise self._translate(err, "read", key) from err
+
+    def read_range(self, key: str, start: int = 0) -> Iterator[bytes]:
+        """Yield the bytes under ``key`` from offset ``start`` on (a ranged GET), streamed in chunks."""
+        okey = self.object_key(key)
+        ranged = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=okey, **ranged)["Body"]
+            with body:
+                yield from body.iter_chunks(CHUNK)
+        except ClientError as err:
+            if start and _code(err) in _BAD_RANGE:  # start is the object's end: nothing left to send
+                return
+            raise self._translate(err, "read", key) from err
+        except BotoCoreError as err:  # a connection dropped mid-body: the caller resumes from where it stopped
             raise self._translate(err, "read", key) from err
 
     def exists(self, key: str) -> bool:
@@ -197,6 +251,17 @@ class S3Blobs:
         if code in _NOT_FOUND:
             return BlobNotFoundError(f"no blob {key} in {self.url}; push the version again or pull it")
         return StoreUnavailableError(f"S3 {action} of {where} at {endpoint} failed: {code} {message}".rstrip())
+
+
+def _rewound(handle):
+    """The file from its start again (a retried PUT sends the whole body once more)."""
+    handle.seek(0)
+    return handle
+
+
+def _in_flight_elsewhere(err: Exception) -> bool:
+    """AWS's 409 for a conditional write of a key another write of it has in flight: worth another try."""
+    return isinstance(err, ClientError) and _code(err) in _CONFLICT
 
 
 def _code(err: ClientError) -> str:

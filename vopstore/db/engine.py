@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from vopstore.errors import StoreUnavailableError
+from vopstore.errors import ConfigError, StoreUnavailableError
 
 BUSY_TIMEOUT_S = 60
 
@@ -124,8 +124,6 @@ def translate_errors(url: str) -> Iterator[None]:
                 f"database {redact(url)} is read-only here ({reason}); reading works, writing needs a writable "
                 "store folder (check its permissions, or VOPSTORE_HOME)") from None
         if isinstance(exc, SaDataError):  # e.g. a NUL character in a text field on PostgreSQL
-            from vopstore.errors import ConfigError
-
             raise ConfigError(f"a value cannot be stored ({reason.split(' [SQL')[0]}); remove control characters "
                               "and keep fields within their limits") from None
         if not isinstance(exc, (OperationalError, InterfaceError)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import vopstore.migrations
 from vopstore.errors import StoreUnavailableError
 
 # The newest revision in migrations/versions; a test keeps it equal to Alembic's head. Knowing it
@@ -13,8 +14,6 @@ HEAD = "0003"
 
 
 def migrations_dir() -> Path:
-    import vopstore.migrations
-
     return Path(vopstore.migrations.__file__).parent
 
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from vopstore.errors import DataError
+from vopstore.progress import ProgressBar
 
 
 @dataclass
@@ -54,7 +55,7 @@ def embed(snapshot: Any, videos: Mapping[str, Path], plans: list[Plan], *, batch
     total = sum(len(order) for _, _, order in work)
     if not total:
         return
-    with _progress(progress, total, f"embedding {gallery}") as advance:
+    with ProgressBar(f"embedding {gallery}", total, enabled=progress) as bar:
         for frames, members, order in work:
             lacking = [set(p.missing) for p in members]
             for start in range(0, len(order), batch_size):
@@ -74,14 +75,14 @@ def embed(snapshot: Any, videos: Mapping[str, Path], plans: list[Plan], *, batch
                     if count:
                         plan.add(ids, vectors[offset : offset + count])
                     offset += count
-                advance(len(batch))
+                bar.advance(len(batch))
 
 
 def _pixels(backbone: Any, videos: Mapping[str, Path], batch: list[str], frames: int, gallery: str):
     """(B, F, 3, S, S) pixel values of ``batch``: each video decoded once (same pipeline as load_videos)."""
-    import torch
+    import torch  # the galleries' search and listing need only numpy
 
-    from vopstore import video
+    from vopstore import video  # torch, as above
 
     out = []
     for vid in batch:
@@ -91,27 +92,3 @@ def _pixels(backbone: Any, videos: Mapping[str, Path], batch: list[str], frames:
             raise DataError(f"video {vid!r} of gallery {gallery}: {exc}; the videos before it are indexed; fix it "
                             f"or remove it (vopstore index rm {gallery} --id {vid}) and build again") from None
     return torch.stack(out)
-
-
-class _progress:
-    """A rich progress bar on stderr (or nothing); ``with ... as advance: advance(n)``."""
-
-    def __init__(self, enabled: bool, total: int, description: str) -> None:
-        self.enabled, self.total, self.description = enabled, total, description
-        self._bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-        self._bar.__enter__()
-        task = self._bar.add_task(self.description, total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

@@ -20,17 +20,23 @@ error saying what to build, never an old index.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from vopstore.checkpoint import atomic_write_bytes, canonical_json, is_sha256, sha256_bytes
-from vopstore.errors import ConfigError, ConflictError, FileMissingError, IntegrityError, NotFoundError
+from vopstore.core import atomic_write_bytes, canonical_json, is_sha256, retry, sha256_bytes
+from vopstore.errors import (BlobIntegrityError, ConfigError, ConflictError, FileMissingError, InvalidRefError,
+                             NotFoundError)
+from vopstore.gallery.embed import Plan, embed
 from vopstore.gallery.index import (FORMAT_VERSION, IndexData, IndexKey, check_params, make_index, parse_index,
                                     read_header, validate_kind)
+from vopstore.home import galleries_dir
+from vopstore.refs import validate_name
 
 DEFAULT_TENANT = "local"
 MAX_ID_LENGTH = 255
@@ -40,16 +46,12 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".m
 
 def parse_gallery(name: str) -> tuple[str, str]:
     """``tenant/name`` (a bare name: tenant ``local``) -> (tenant, name), both valid names."""
-    from vopstore.refs import validate_name
-
     if not isinstance(name, str):
         raise ConfigError(f"a gallery name must be a string like acme/clips, got {type(name).__name__}")
     parts = name.split("/")
     if len(parts) == 1:
         parts = [DEFAULT_TENANT, parts[0]]
     if len(parts) != 2:
-        from vopstore.errors import InvalidRefError
-
         raise InvalidRefError(f"invalid gallery name {name!r}: expected [tenant/]name, e.g. acme/clips")
     return validate_name(parts[0], "tenant"), validate_name(parts[1], "gallery name")
 
@@ -104,8 +106,6 @@ class Galleries:
     """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        from vopstore.home import galleries_dir
-
         self.root = Path(root).expanduser() if root is not None else galleries_dir()
         self._lock = threading.Lock()
         self._pointers: dict[Path, tuple[tuple, dict]] = {}  # path -> (stat signature, parsed pointer)
@@ -180,8 +180,6 @@ class Galleries:
 
     def delete(self, name: str) -> None:
         """Delete gallery ``name`` and all its indexes (the video files are not touched)."""
-        import shutil
-
         folder = self._dir(name)
         with self._locked(folder):
             self._read_gallery(folder, name)
@@ -267,8 +265,6 @@ class Galleries:
         If a video fails to decode, what was embedded before it is kept (indexed) and the error
         is raised; the next build resumes after it once the video is fixed or removed.
         """
-        from vopstore.gallery.embed import Plan, embed
-
         if kind is not None:
             validate_kind(kind)
         if params:
@@ -367,7 +363,7 @@ class Galleries:
     @staticmethod
     def key_for(snapshot: Any, task: str | None) -> tuple[IndexKey, str]:
         """(the index key, a label for messages) of ``task`` as loaded in ``snapshot``."""
-        from vopstore.runtime.retriever import task_frames
+        from vopstore.runtime.retriever import task_frames  # torch: the galleries themselves need only numpy
 
         entry = snapshot.entry(task) if task is not None else None
         key = IndexKey(snapshot.backbone.fingerprint, entry.info.digest if entry is not None else None,
@@ -394,7 +390,7 @@ class Galleries:
 
     @contextlib.contextmanager
     def _locked(self, folder: Path):
-        import fcntl
+        import fcntl  # POSIX only: the module still imports where there is none
 
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".lock", "a+") as handle:
@@ -405,19 +401,17 @@ class Galleries:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _read_gallery(self, folder: Path, name: str) -> dict[str, Path]:
-        import json
-
         path = folder / "gallery.json"
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise self._no_gallery(name) from None
         except (ValueError, UnicodeDecodeError):
-            raise IntegrityError(f"{path}: not valid JSON; restore it or delete the gallery") from None
+            raise BlobIntegrityError(f"{path}: not valid JSON; restore it or delete the gallery") from None
         videos = raw.get("videos") if isinstance(raw, dict) else None
         order = raw.get("order") if isinstance(raw, dict) else None
         if not isinstance(videos, dict) or not isinstance(order, list) or sorted(order) != sorted(videos):
-            raise IntegrityError(f"{path}: malformed gallery file; restore it or delete the gallery")
+            raise BlobIntegrityError(f"{path}: malformed gallery file; restore it or delete the gallery")
         return {vid: Path(videos[vid]) for vid in order}
 
     def _write_gallery(self, folder: Path, videos: Mapping[str, Path]) -> None:
@@ -428,8 +422,6 @@ class Galleries:
 
     def _pointer(self, path: Path) -> dict | None:
         """The parsed pointer at ``path`` (cached while the file's stat is unchanged), or None."""
-        import json
-
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -447,7 +439,7 @@ class Galleries:
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            raise IntegrityError(f"{path}: a malformed index pointer; delete it and rebuild the index")
+            raise BlobIntegrityError(f"{path}: a malformed index pointer; delete it and rebuild the index")
         self._pointers[path] = (signature, raw)
         return raw
 
@@ -466,30 +458,34 @@ class Galleries:
         return self._load_path(folder, folder / "indexes" / f"{key.hash}.json", key)
 
     def _load_path(self, folder: Path, pointer_path: Path, key: IndexKey | None) -> IndexData | None:
-        """The index a pointer names (loaded once per digest, verified), or None without a pointer."""
-        for attempt in range(3):
-            pointer = self._pointer(pointer_path)
-            if pointer is None:
-                return None
-            if key is not None and pointer["key"] != key.to_dict():
-                raise IntegrityError(f"{pointer_path}: the pointer names another key; delete it and rebuild")
-            loaded = self._loaded.get(pointer_path)
-            if loaded is not None and loaded.digest == pointer["digest"]:
-                return loaded
-            object_path = folder / "objects" / f"{pointer['digest']}.safetensors"
-            try:
-                data = object_path.read_bytes()
-            except FileNotFoundError:  # replaced and collected meanwhile: read the pointer again
-                if attempt == 2:
-                    raise IntegrityError(f"{object_path}: the index file its pointer names is missing; "
-                                         "rebuild the index with 'vopstore index build'") from None
-                continue
-            index = parse_index(data, pointer["digest"], IndexKey.from_dict(pointer["key"], str(pointer_path)),
-                                str(object_path))
-            with self._lock:
-                self._loaded[pointer_path] = index
-            return index
-        return None
+        """The index a pointer names (loaded once per digest, verified), or None without a pointer.
+
+        A writer may replace the index and collect the old file between our reads of the pointer
+        and of the file: then the pointer is read again (three tries in all).
+        """
+        try:
+            return retry(lambda: self._load_once(folder, pointer_path, key), attempts=3,
+                         when=lambda exc: isinstance(exc, FileNotFoundError))
+        except FileNotFoundError as exc:
+            raise BlobIntegrityError(f"{exc.filename}: the index file its pointer names is missing; "
+                                     "rebuild the index with 'vopstore index build'") from None
+
+    def _load_once(self, folder: Path, pointer_path: Path, key: IndexKey | None) -> IndexData | None:
+        pointer = self._pointer(pointer_path)
+        if pointer is None:
+            return None
+        if key is not None and pointer["key"] != key.to_dict():
+            raise BlobIntegrityError(f"{pointer_path}: the pointer names another key; delete it and rebuild")
+        loaded = self._loaded.get(pointer_path)
+        if loaded is not None and loaded.digest == pointer["digest"]:
+            return loaded
+        object_path = folder / "objects" / f"{pointer['digest']}.safetensors"
+        data = object_path.read_bytes()  # FileNotFoundError: collected meanwhile
+        index = parse_index(data, pointer["digest"], IndexKey.from_dict(pointer["key"], str(pointer_path)),
+                            str(object_path))
+        with self._lock:
+            self._loaded[pointer_path] = index
+        return index
 
     def _commit(self, folder: Path, plan: Any, kind: str | None, info: dict,
                 params: dict | None = None) -> tuple[IndexData, int]:

@@ -24,15 +24,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vopstore.checkpoint import canonical_json, is_sha256, sha256_bytes
-from vopstore.errors import ConfigError, IntegrityError, InvalidCheckpointError
+from vopstore.core import canonical_json, is_sha256, sha256_bytes
+from vopstore.errors import BlobIntegrityError, ConfigError, InvalidCheckpointError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "vopstore_index"
 KINDS = ("flat", "hnsw", "ivf")
-# The frame sampling rule of vopstore.video: the middle frame of each of num_frames equal ranges,
-# shorter clips repeat their last frame. A change to that rule must change this name.
-SAMPLING = "uniform-middle"
+# The frame sampling rule of vopstore.video: the middle frame (a + b - 1) // 2 of each of num_frames
+# equal ranges [a, b), shorter clips repeat their last frame. A change to that rule must change this name
+# (indexes built with the earlier a + (b - a) // 2 rule were "uniform-middle").
+SAMPLING = "uniform-xpool-middle"
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # ids of a few million videos
 
 HNSW_DEFAULTS = {"M": 32, "efConstruction": 100, "efSearch": 256}
@@ -212,12 +213,12 @@ def parse_index(data: bytes, digest: str, expected: IndexKey | None, source: str
 
     actual = sha256_bytes(data)
     if actual != digest:
-        raise IntegrityError(f"{source}: index bytes hash to {actual[:12]}, not {digest[:12]}; "
+        raise BlobIntegrityError(f"{source}: index bytes hash to {actual[:12]}, not {digest[:12]}; "
                              "the file is corrupt: rebuild it with 'vopstore index build'")
     header, meta, _ = read_header(data, source)
     key = IndexKey.from_dict(meta.get("key"), source)
     if expected is not None and key != expected:
-        raise IntegrityError(f"{source}: the index was built for another key than its pointer says; "
+        raise BlobIntegrityError(f"{source}: the index was built for another key than its pointer says; "
                              "rebuild it with 'vopstore index build'")
     ids, kind, params = meta.get("ids"), meta.get("kind"), meta.get("params")
     vectors_entry = header.get("vectors")

@@ -44,8 +44,9 @@ from typing import Any
 _LAZY = {
     "Dims": "vopstore.prompts.configs", "MethodConfig": "vopstore.prompts.configs",
     "PromptMethod": "vopstore.prompts.base",
-    **dict.fromkeys(("encode_frames", "encode_text", "encode_text_bank", "encode_video", "encode_video_bank"),
-                    "vopstore.prompts.forward"),
+    **dict.fromkeys(("encode_text_bank", "encode_video_bank"), "vopstore.prompts.forward"),
+    # issue 14 (baselines as methods): these three take a baseline too and route it to its own forward.
+    **dict.fromkeys(("encode_frames", "encode_text", "encode_video"), "vopstore.baselines.dispatch"),
     **dict.fromkeys(("METHODS", "build_method", "get_method", "load_prompt_set", "method_table",
                      "stack_prompt_sets"), "vopstore.prompts.registry"),
 }

@@ -40,7 +40,8 @@ class MethodConfig:
         text_prompts: text prompt tokens per layer (paper: 8).
         text_depth: how many text layers get fresh prompts (None: all).
         text_layout: ``prefix`` puts all text prompts after SOT and pools at EOT + n
-            (recommended, spec §1.3); ``released`` reproduces the authors' released
+            (recommended: it is the paper's Eq. 3, and the released code's suffix prompts sit
+            where the pooled token never sees them); ``released`` reproduces the authors' released
             model: half after SOT, half at the end of a 77-long sequence, pooled at
             ``argmax(ids) + n`` with zeros as padding (so their checkpoint can be imported).
         init_std: std of the normal init of learned prompt tokens (paper code: 0.02).

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from vopstore.baselines.configs import is_baseline  # issue 14: baselines are methods too (torch-free import)
 from vopstore.checkpoint import PromptSetMeta, load_checkpoint, save_checkpoint
 from vopstore.errors import BackboneMismatchError, InvalidCheckpointError, UnknownMethodError
 from vopstore.prompts.base import Dims, PromptMethod
@@ -30,6 +31,9 @@ def get_method(name: str) -> type[PromptMethod]:
     try:
         return METHODS[name]
     except KeyError:
+        if is_baseline(name):  # issue 14: the runtime asks here; it stacks prompt sets only, for now
+            raise UnknownMethodError(f"{name!r} is a baseline, not a prompt method: the runtime does not serve "
+                                     "baselines yet; evaluate it with 'vopstore eval'") from None
         raise UnknownMethodError(f"unknown prompt method {name!r}; choose one of {', '.join(METHODS)}") from None
 
 
@@ -54,6 +58,10 @@ def build_method(name: str, backbone: Any, seed: int = 0, **config: Any) -> Prom
         UnknownMethodError: no such method.
         ConfigError: an unknown or invalid setting.
     """
+    if is_baseline(name):  # issue 14: full, bias, proj, partial, adapter-attn, adapter-ffn
+        from vopstore.baselines.registry import build_baseline
+
+        return build_baseline(name, backbone, seed=seed, **config)
     method = _construct(name, Dims.from_clip_config(backbone.model.config), seed, config)
     return method.to(device=backbone.device, dtype=backbone.dtype)
 
@@ -91,6 +99,10 @@ def load_prompt_set(path: str | os.PathLike, backbone: Any, device: Any = None) 
 def from_tensors(meta: PromptSetMeta, tensors: dict, backbone: Any, device: Any = None,
                  source: str = "prompt set") -> PromptMethod:
     """Build a method from checkpoint metadata + tensors (also used by the runtime on blob bytes)."""
+    if is_baseline(meta.method):  # issue 14: a stored baseline loads through its own registry
+        from vopstore.baselines.registry import baseline_from_tensors
+
+        return baseline_from_tensors(meta, tensors, backbone, device=device, source=source)
     if meta.backbone_fingerprint != backbone.fingerprint:
         raise BackboneMismatchError(
             f"{source} was trained on backbone {meta.backbone_name} ({meta.backbone_fingerprint[:12]}), "

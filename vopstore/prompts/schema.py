@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from vopstore.baselines.configs import is_baseline  # issue 14 (torch-free)
 from vopstore.errors import ConfigError, InvalidCheckpointError, UnknownMethodError
 from vopstore.prompts.configs import (Dims, MethodConfig, VopCConfig, VopConfig, VopFCConfig, VopFConfig,
                                       VopFPConfig, VopPConfig, depth_of)
@@ -29,6 +30,7 @@ METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
     "vop-f": VopFConfig, "vop-f+p": VopFPConfig, "vop-f+c": VopFCConfig,
 }
 _FUNCTION_SPECIFIC = frozenset({"vop-f", "vop-f+p", "vop-f+c"})
+_FINITE_CHUNK = 4 << 20  # bytes of a tensor checked for NaN/inf at once
 _VISUAL = ("visual", "shared", "generic", "video", "frame_pos")  # tensors whose last dim is the vision width
 
 # safetensors dtype -> (torch's name, as the metadata writes it; the unsigned view used to read its bits;
@@ -108,6 +110,10 @@ def check_prompt_set(meta: Any, entries: dict, body: bytes | memoryview, source:
         UnknownMethodError: the method is not one of vopstore's.
         InvalidCheckpointError: anything else that does not fit the method.
     """
+    if is_baseline(meta.method):  # issue 14: a stored baseline (full, bias, ...) has its own schema
+        from vopstore.baselines.schema import check_baseline  # it imports FLOAT_DTYPES from here: a cycle
+
+        return check_baseline(meta, entries, body, source)
     config = config_for(meta.method, meta.config, source)
     found = {name: tuple(entry["shape"]) for name, entry in entries.items()}
     dtypes = {name: entry["dtype"] for name, entry in entries.items()}
@@ -147,12 +153,16 @@ def check_prompt_set(meta: Any, entries: dict, body: bytes | memoryview, source:
                 f"backbone of text {dims.text_layers}x{dims.text_width}, vision {dims.vision_layers}x"
                 f"{dims.vision_width} needs {expected[name]}")
     for name in sorted(entries):
-        if not _finite(body, entries[name]):
+        if not tensor_is_finite(body, entries[name]):
             raise InvalidCheckpointError(f"{source}: tensor {name!r} holds NaN or infinite values")
 
 
-def _finite(body: bytes | memoryview, entry: dict) -> bool:
-    import numpy as np
+def tensor_is_finite(body: bytes | memoryview, entry: dict) -> bool:
+    """No value of the tensor ``entry`` (a safetensors header entry) in ``body`` is NaN or infinite.
+
+    Checked on the raw bits (every exponent bit set), a few MiB at a time.
+    """
+    import numpy as np  # only this scan needs it: reading a header (the store, the CLI) stays light
 
     _, view, mask = FLOAT_DTYPES[entry["dtype"]]
     begin, end = entry["data_offsets"]
@@ -160,7 +170,9 @@ def _finite(body: bytes | memoryview, entry: dict) -> bool:
         return True
     bits = np.frombuffer(body, dtype=view, count=(end - begin) // np.dtype(view).itemsize, offset=begin)
     mask_value = np.array(mask, dtype=view)
-    return not bool(np.any((bits & mask_value) == mask_value))
+    # A slice at a time: the temporaries stay a few MiB however big the tensor (a full fine-tune's are 100 MB).
+    step = _FINITE_CHUNK // bits.itemsize
+    return not any(np.any((bits[i: i + step] & mask_value) == mask_value) for i in range(0, bits.size, step))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -16,6 +16,8 @@ class Vop(PromptMethod):
     name = "vop"
     summary = "deep text + visual prompts, shared by all frames"
     config_class = VopConfig
+    # prompt tensors whose row i enters vision layer i fresh, the same whatever the frames (keys/values cacheable)
+    cached_prompts = ("visual",)
 
     def intra_layers(self) -> int:
         """Vision layers that attend within one frame (all of them unless VoP^F)."""

@@ -65,6 +65,7 @@ class VopC(PromptMethod):
     name = "vop-c"
     summary = "4 learned + 4 BiLSTM-generated visual prompts"
     config_class = VopCConfig
+    cached_prompts = ()  # half of each layer's prompts are generated from the frames
 
     def intra_layers(self) -> int:
         return self.dims.vision_layers

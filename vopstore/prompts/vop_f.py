@@ -59,5 +59,6 @@ class VopF(FunctionSpecific, Vop):
     name = "vop-f"
     summary = "intra-frame layers, then inter-frame attention"
     config_class = VopFConfig
+    cached_prompts = ("visual", "video")  # video: row j enters inter-frame layer k_shallow + j
 
 

@@ -22,3 +22,4 @@ class VopFC(FunctionSpecific, VopC):
     name = "vop-f+c"
     summary = "C prompts in K^s layers + inter-frame deep layers"
     config_class = VopFCConfig
+    cached_prompts = ("video",)  # the intra-frame prompts are partly generated from the frames

@@ -16,3 +16,4 @@ class VopFP(FunctionSpecific, VopP):
     name = "vop-f+p"
     summary = "P prompts in K^s layers + inter-frame deep layers"
     config_class = VopFPConfig
+    cached_prompts = ("shared", "table", "video")

@@ -29,6 +29,7 @@ class VopP(PromptMethod):
     name = "vop-p"
     summary = "visual prompts: 4 shared + 4 per frame slot"
     config_class = VopPConfig
+    cached_prompts = ("shared", "table")  # fresh at every layer, independent of the frames
 
     def intra_layers(self) -> int:
         return self.dims.vision_layers

@@ -22,7 +22,7 @@ once: the snapshots that still read it keep its tensors alive, nobody else does.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -31,6 +31,7 @@ import torch
 from vopstore.checkpoint import canonical_json
 
 GroupKey = tuple[str, str]  # (method name, canonical JSON of its config)
+CACHE = "cache:"  # storage names of the precomputed keys and values (no prompt tensor name has a colon)
 
 
 def group_key(method: str, config: Any) -> GroupKey:
@@ -47,7 +48,8 @@ class Entry:
         ref: the ref ``load`` was given (``refresh`` resolves it again).
         info: the exact version loaded (a ``VersionInfo``).
         group: the storage it lives in; slot: its row there.
-        nbytes: bytes of its prompt tensors (what ``max_bytes`` counts).
+        nbytes: bytes of its prompt tensors and their cache (what ``max_bytes`` counts).
+        cache_bytes: the part of ``nbytes`` that is precomputed keys and values.
     """
 
     task: str
@@ -56,15 +58,21 @@ class Entry:
     group: GroupKey
     slot: int
     nbytes: int
+    cache_bytes: int = 0
 
 
 @dataclass(frozen=True)
 class GroupView:
-    """A group's stacked tensors as one snapshot sees them: {name: (capacity, *shape)}."""
+    """A group's stacked tensors as one snapshot sees them: {name: (capacity, *shape)}.
+
+    ``tensors`` are the prompt sets' own; ``cache`` their precomputed keys and values
+    (see :mod:`vopstore.runtime.precompute`; empty when the retriever does not precompute).
+    """
 
     method_cls: Any
     config: Any
     tensors: Mapping[str, torch.Tensor]
+    cache: Mapping[str, torch.Tensor] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class Bank:
@@ -79,12 +87,16 @@ class Bank:
 
     @property
     def nbytes(self) -> int:
-        """Prompt bytes of the loaded tasks (not counting spare slots)."""
+        """Prompt and cache bytes of the loaded tasks (not counting spare slots)."""
         return sum(e.nbytes for e in self.entries.values())
 
 
 class GroupStorage:
-    """The mutable slot storage of one (method, config) group."""
+    """The mutable slot storage of one (method, config) group.
+
+    ``tensors`` holds every stacked tensor of the group: the prompts' under their own
+    names, the cache's under ``CACHE + name``, so that both grow and fill together.
+    """
 
     def __init__(self, method_cls: Any, config: Any, like: Mapping[str, torch.Tensor]) -> None:
         self.method_cls, self.config = method_cls, config
@@ -97,7 +109,9 @@ class GroupStorage:
         return next(iter(self.tensors.values())).shape[0]
 
     def view(self) -> GroupView:
-        return GroupView(self.method_cls, self.config, MappingProxyType(dict(self.tensors)))
+        prompts = {name: t for name, t in self.tensors.items() if not name.startswith(CACHE)}
+        cache = {name.removeprefix(CACHE): t for name, t in self.tensors.items() if name.startswith(CACHE)}
+        return GroupView(self.method_cls, self.config, MappingProxyType(prompts), MappingProxyType(cache))
 
     def retire(self, slot: int, generation: int) -> None:
         self.retired.append((slot, generation))
@@ -151,7 +165,8 @@ class BankBuilder:
         """A new bank: ``current`` minus the ``remove`` tasks, plus the ``add`` prepared sets.
 
         ``add`` items have ``task``, ``ref``, ``info``, ``method_cls``, ``config``,
-        ``tensors`` and ``nbytes``; a task in ``add`` that is already loaded is replaced.
+        ``tensors``, ``cache``, ``nbytes`` and ``cache_bytes``; a task in ``add`` that is
+        already loaded is replaced.
         """
         add = list({p.task: p for p in add}.values())  # one slot per task, the last request wins
         entries = dict(current.entries)
@@ -185,15 +200,22 @@ class BankBuilder:
             by_group.setdefault(group_key(prepared.method_cls.name, prepared.config), []).append(prepared)
         plans = {}
         for key, items in by_group.items():
-            storage = self.storages.get(key) or GroupStorage(items[0].method_cls, items[0].config, items[0].tensors)
+            storage = self.storages.get(key) or GroupStorage(items[0].method_cls, items[0].config, _stored(items[0]))
             storage.reclaim(oldest)
             plans[key] = (storage, *storage.plan_slots(len(items)))
         entries = []
         for key, (storage, slots, tensors, spare) in plans.items():
             for slot, prepared in zip(slots, by_group[key]):
+                stored = _stored(prepared)
                 for name, tensor in tensors.items():
-                    tensor[slot].copy_(prepared.tensors[name])
-                entries.append(Entry(prepared.task, prepared.ref, prepared.info, key, slot, prepared.nbytes))
+                    tensor[slot].copy_(stored[name])
+                entries.append(Entry(prepared.task, prepared.ref, prepared.info, key, slot, prepared.nbytes,
+                                     prepared.cache_bytes))
             storage.commit(slots, tensors, spare)
             self.storages[key] = storage
         return entries
+
+
+def _stored(prepared: Any) -> dict[str, torch.Tensor]:
+    """What a prepared set puts in its slot: its prompt tensors and its cache (under ``CACHE``)."""
+    return {**prepared.tensors, **{CACHE + name: t for name, t in prepared.cache.items()}}

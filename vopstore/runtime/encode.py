@@ -4,9 +4,12 @@ Rows are grouped, run, and scattered back in row order:
 
 * text: every method has the same deep text prompts, so rows of *different
   methods* whose text prompts have the same shape and layout run in ONE text
-  forward (each row's prompts gathered from its own group's storage);
+  forward (each row's prompts gathered from its own group's storage); with
+  precomputed keys and values, rows whose prompt count matches share a forward
+  whatever their depth;
 * video: one forward per (method, config) group, each with a per-row slot index
-  (generated prompts, vop-c / vop-f+c, run their BiLSTM once per task inside it);
+  (generated prompts, vop-c / vop-f+c, run their BiLSTM once per task inside it),
+  cached prompt keys and values attached;
 * rows without a task run plain CLIP (the zero-prompt forward).
 """
 
@@ -16,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
+from vopstore.runtime import precompute
 from vopstore.runtime.bank import Bank, Entry, GroupKey
 
 PLAIN = None  # the group of rows that name no task
@@ -56,37 +60,45 @@ def encode_text(backbone: Any, bank: Bank, texts: list[str], entries: Sequence[E
 
     parts = []
     for rows, prompts in _text_groups(bank, group_rows(entries)):
-        n = 0 if prompts is None else prompts.prompts.shape[2]
+        n = 0 if prompts is None else prompts.n_prompts
         ids = backbone.tokenize([texts[r] for r in rows], n)
         parts.append((rows, text_forward(backbone, ids, prompts)))
     return scatter(parts, len(texts))
 
 
 def _text_groups(bank: Bank, groups: dict) -> list[tuple[list[int], Any]]:
-    """Merge method groups whose text prompts share (depth, tokens, layout) into one forward each."""
-    from vopstore.prompts.forward import TextPrompts
-
+    """Merge method groups whose text prompts share (depth, tokens, layout) into one forward each
+    (with cached keys and values: the same number of tokens)."""
     merged: dict[Any, list[tuple[list[int], Any]]] = {}
     for key, (rows, slots) in groups.items():
         if key is PLAIN:
             merged.setdefault(PLAIN, []).append((rows, None))
             continue
         view = bank.groups[key]
-        device = view.tensors["text"].device
-        prompts = view.method_cls.text_prompts(view.config, view.tensors, _index(slots, device))
-        shape = (tuple(prompts.prompts.shape[1:]), prompts.layout)
+        prompts = precompute.text_prompts(view, _index(slots, view.tensors["text"].device))
+        if prompts.cache is not None:
+            shape = ("cached", tuple(prompts.cache[0].shape[1:]))
+        else:
+            shape = (tuple(prompts.prompts.shape[1:]), prompts.layout)
         merged.setdefault(shape, []).append((rows, prompts))
     out = []
     for shape, members in merged.items():
         rows = [r for member_rows, _ in members for r in member_rows]
-        if shape is PLAIN:
-            out.append((rows, None))
-        elif len(members) == 1:
-            out.append((rows, members[0][1]))
-        else:
-            stacked = torch.cat([p.prompts for _, p in members])
-            out.append((rows, TextPrompts(prompts=stacked, layout=members[0][1].layout)))
+        out.append((rows, None if shape is PLAIN else _stacked([p for _, p in members])))
     return out
+
+
+def _stacked(members: list) -> Any:
+    """One TextPrompts holding the rows of several groups' (same shape), in order."""
+    from vopstore.prompts.forward import TextPrompts
+
+    if len(members) == 1:
+        return members[0]
+    first = members[0]
+    if first.cache is not None:
+        cache = tuple(torch.cat([p.cache[part] for p in members]) for part in (0, 1))
+        return TextPrompts(prompts=None, layout=first.layout, cache=cache)
+    return TextPrompts(prompts=torch.cat([p.prompts for p in members]), layout=first.layout)
 
 
 # --- video -------------------------------------------------------------------------------------------------------
@@ -96,7 +108,7 @@ def encode_video(backbone: Any, bank: Bank, pixels: torch.Tensor, entries: Seque
                  normalize: bool = False) -> torch.Tensor:
     """(B, D) video embeddings from (B, F, 3, H, W) pixel values, video b with ``entries[b]``'s prompts."""
     from vopstore.prompts.forward import encode_video as plain_video
-    from vopstore.prompts.forward import encode_video_bank
+    from vopstore.prompts.forward import frames_forward, pool_frames
 
     batch = pixels.shape[0]
     parts = []
@@ -107,6 +119,6 @@ def encode_video(backbone: Any, bank: Bank, pixels: torch.Tensor, entries: Seque
             continue
         view = bank.groups[key]
         index = _index(slots, next(iter(view.tensors.values())).device)
-        parts.append((rows, encode_video_bank(backbone, chunk, view.method_cls, view.config, view.tensors,
-                                              index, normalize)))
+        prompts = precompute.video_prompts(view, index, chunk.shape[1])
+        parts.append((rows, pool_frames(frames_forward(backbone, chunk, prompts), normalize)))
     return scatter(parts, batch)

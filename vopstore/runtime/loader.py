@@ -7,7 +7,7 @@ check compatibility first, then change state).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,16 @@ import torch
 
 from vopstore.errors import BackboneMismatchError, InvalidCheckpointError, NotFoundError, StoreUnavailableError
 from vopstore.refs import parse_ref
+from vopstore.runtime.precompute import build_cache, tensor_bytes
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A verified prompt set ready to be placed in a bank."""
+    """A verified prompt set ready to be placed in a bank.
+
+    ``cache`` holds its precomputed keys and values (empty without precompute); ``nbytes``
+    counts the prompt tensors and the cache, ``cache_bytes`` the cache alone.
+    """
 
     task: str
     ref: str
@@ -28,6 +33,8 @@ class Prepared:
     config: Any
     tensors: dict[str, torch.Tensor]
     nbytes: int
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    cache_bytes: int = 0
 
 
 class Source:
@@ -86,8 +93,9 @@ def check_compatible(info: Any, backbone: Any) -> Any:
     return get_method(info.method)
 
 
-def prepare(source: Source, backbone: Any, ref: str) -> Prepared:
-    """Resolve ``ref``, check it fits ``backbone``, fetch and verify its bytes, build its tensors.
+def prepare(source: Source, backbone: Any, ref: str, precompute: bool = True) -> Prepared:
+    """Resolve ``ref``, check it fits ``backbone``, fetch and verify its bytes, build its tensors
+    and (``precompute``) the keys and values that depend only on the prompt set.
 
     Raises:
         NotFoundError (task, version, alias), UnknownMethodError, BackboneMismatchError,
@@ -98,8 +106,9 @@ def prepare(source: Source, backbone: Any, ref: str) -> Prepared:
     path = source.fetch(info)
     method = _build(path, info, backbone)
     tensors = {name: p.detach().to(backbone.device, backbone.dtype) for name, p in method.named_parameters()}
-    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
-    return Prepared(task_key(info), ref, info, method_cls, method.config, tensors, nbytes)
+    cache = build_cache(backbone, method_cls, method.config, tensors) if precompute else {}
+    nbytes, extra = tensor_bytes(tensors), tensor_bytes(cache)
+    return Prepared(task_key(info), ref, info, method_cls, method.config, tensors, nbytes + extra, cache, extra)
 
 
 def _build(path: Path, info: Any, backbone: Any) -> Any:

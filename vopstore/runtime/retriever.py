@@ -155,17 +155,21 @@ class Retriever:
             store and its cache answer (offline loads).
         dtype: the backbone's and the prompts' precision.
         max_tasks: keep at most this many tasks loaded (least recently used evicted).
-        max_bytes: keep at most this many bytes of prompt tensors loaded (LRU as well).
+        max_bytes: keep at most this many bytes of prompt tensors and their caches loaded (LRU as well).
+        precompute: at load, compute the prompt keys and values that depend only on the task
+            (text ``prefix`` layout: SOT and the prompts at every layer; video: the fresh
+            learned prompts of every layer), so that a request runs only its own tokens.
+            Costs memory (see :attr:`memory`), saves most of the prompts' compute.
     """
 
     def __init__(self, backbone: Any, device: str | torch.device = "cpu", *, store: Any = None, remote: Any = None,
                  dtype: torch.dtype = torch.float32, max_tasks: int | None = None,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, precompute: bool = True) -> None:
         for name, value in (("max_tasks", max_tasks), ("max_bytes", max_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
         self.backbone = _backbone(backbone, device, dtype)
-        self.max_tasks, self.max_bytes = max_tasks, max_bytes
+        self.max_tasks, self.max_bytes, self.precompute = max_tasks, max_bytes, bool(precompute)
         self._store_arg, self._remote_arg, self._source = store, remote, None
         self._lock = threading.Lock()
         self._builder = BankBuilder()
@@ -260,8 +264,14 @@ class Retriever:
 
     @property
     def loaded_bytes(self) -> int:
-        """Bytes of prompt tensors of the loaded tasks (what ``max_bytes`` bounds)."""
+        """Bytes of prompt tensors and their caches of the loaded tasks (what ``max_bytes`` bounds)."""
         return self._bank.nbytes
+
+    @property
+    def memory(self) -> dict[str, dict[str, int]]:
+        """task -> {"prompts": bytes of its prompt tensors, "cache": bytes of its precomputed keys/values}."""
+        return {task: {"prompts": e.nbytes - e.cache_bytes, "cache": e.cache_bytes}
+                for task, e in self._bank.entries.items()}
 
     # -- changes ----------------------------------------------------------------------------------
 
@@ -281,7 +291,7 @@ class Retriever:
 
     def load_many(self, refs: Iterable[str]) -> list[Any]:
         """Load several refs all-or-nothing, in one bank swap; return their ``VersionInfo``s."""
-        prepared = [prepare(self.source, self.backbone, ref) for ref in refs]
+        prepared = [prepare(self.source, self.backbone, ref, self.precompute) for ref in refs]
         self._commit(prepared)
         return [p.info for p in prepared]
 
@@ -358,9 +368,11 @@ class Retriever:
         kept = {t: e.nbytes for t, e in self._bank.entries.items() if t not in incoming}
         if (self.max_tasks is not None and len(incoming) > self.max_tasks) or \
                 (self.max_bytes is not None and sum(incoming.values()) > self.max_bytes):
+            cached = sum(p.cache_bytes for p in prepared)
+            hint = f" or pass precompute=False ({cached} of these bytes are precomputed keys/values)" if cached else ""
             raise ConfigError(f"{len(incoming)} prompt set(s) of {sum(incoming.values())} bytes exceed this "
                               f"Retriever's capacity (max_tasks={self.max_tasks}, max_bytes={self.max_bytes}); "
-                              "raise the limits")
+                              f"raise the limits{hint}")
         order = sorted(kept, key=lambda t: self._last_used.get(t, -1))
         evict = []
         while order and not self._fits(len(kept) + len(incoming), sum(kept.values()) + sum(incoming.values())):
@@ -381,7 +393,7 @@ def _identity(entry: Entry) -> tuple:
 
 def _prepare_resolved(retriever: Retriever, ref: str, info: Any) -> Prepared:
     """``prepare`` for a version already resolved (refresh resolves once, then loads the exact version)."""
-    return prepare(_Pinned(retriever.source, ref, info), retriever.backbone, ref)
+    return prepare(_Pinned(retriever.source, ref, info), retriever.backbone, ref, retriever.precompute)
 
 
 class _Pinned:

@@ -26,6 +26,8 @@ from vopstore.errors import (AuthenticationError, PermissionDeniedError, RateLim
                              VopstoreError)
 from vopstore.server.ratelimit import RateLimiter
 from vopstore.server.settings import ServerSettings
+from vopstore.store.direct import DirectRegistry
+from vopstore.store.open import open_store
 from vopstore.store.tenants import TokenIdentity
 
 log = logging.getLogger("vopstore.server")
@@ -40,12 +42,10 @@ class ServerState:
     settings: ServerSettings
     registry: object  # DirectRegistry over the server's database and blobs
     limiter: RateLimiter
-    uploads: asyncio.Semaphore  # uploads in flight per worker: memory stays under N x max_upload_bytes
+    uploads: asyncio.Semaphore  # uploads in flight per worker: their spooled files stay under N x max_upload_bytes
 
     def scoped(self, identity: TokenIdentity):
         """A registry handle that reaches only the token's tenant and names the token in the audit log."""
-        from vopstore.store.direct import DirectRegistry
-
         base = self.registry
         return DirectRegistry(base.engine, base.blobs, url=base.url, tenant=identity.tenant, cache=base.cache,
                               actor=identity.actor)
@@ -87,8 +87,7 @@ def needs(scope: str):
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The registry app for ``settings`` (default: from ``VOPSTORE_SERVER_*`` variables, as each worker reads them)."""
-    from vopstore.server.routes import router
-    from vopstore.store.open import open_store
+    from vopstore.server.routes import router  # the routes import this module's dependencies: a cycle
 
     settings = settings or ServerSettings.from_env()
     registry = open_store(settings.db, blobs=settings.blobs)

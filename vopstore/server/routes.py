@@ -7,20 +7,21 @@ about other tenants. Handlers are thin: the scoped registry does the work.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
+from contextlib import ExitStack
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
-from vopstore.blobs.base import blob_key, read_verified
-from vopstore.checkpoint import validate_digest
-from vopstore.errors import ConfigError, IntegrityError, NotFoundError, QuotaExceededError
+from vopstore.blobs.base import blob_key, open_blob_file
+from vopstore.core import validate_digest
+from vopstore.errors import ConfigError, NotFoundError, QuotaExceededError
 from vopstore.refs import Ref, parse_ref, parse_task, validate_alias, validate_name
 from vopstore.server import schemas as s
 from vopstore.server.app import PROBLEM_TYPE, needs, state
+from vopstore.server.streams import blob_body, range_start, spool
 from vopstore.store.direct import json_object
 from vopstore.store.info import VersionInfo
 from vopstore.store.sql import task_not_found
@@ -33,7 +34,6 @@ PROBLEMS = {code: {**_PROBLEM, "description": text} for code, text in {
     413: "upload over the size limit or the tenant's quota", 422: "invalid input", 429: "rate limited",
     503: "database or blob store unavailable"}.items()}
 router = APIRouter(responses=PROBLEMS)
-UPLOAD_CHUNK = 1 << 20
 
 reader, writer, admin = needs("read"), needs("write"), needs("admin")
 
@@ -87,28 +87,40 @@ def resolve(tenant: str, task: str, selector: str, request: Request, who: TokenI
 
 @router.get("/tenants/{tenant}/tasks/{task}/versions/{selector}/blob", tags=["read"],
             responses={200: {"content": {"application/octet-stream": {}}, "description": "the checkpoint file"},
-                       307: {"description": "a short-lived presigned URL of the file"}})
+                       206: {"description": "the file from the offset a 'Range: bytes=N-' header asks for"},
+                       307: {"description": "a short-lived presigned URL of the file"},
+                       416: {"description": "the range starts at or after the file's end"}})
 def download(tenant: str, task: str, selector: str, request: Request, who: TokenIdentity = Depends(reader)):
-    """The version's checkpoint file, verified on the way out (or a presigned S3 URL to it)."""
+    """The version's checkpoint file, streamed and verified on the way out (or a presigned S3 URL to it).
+
+    ``Range: bytes=N-`` resumes an interrupted download (206); the client verifies the whole file.
+    """
     ref = _own(who, request, tenant, task, selector)
     shared = state(request)
     info = shared.scoped(who).resolve(str(ref))
-    headers = {"X-Vopstore-Digest": info.digest, "ETag": f'"{info.digest}"'}
-    blobs = shared.registry.blobs
+    headers = {"X-Vopstore-Digest": info.digest, "ETag": f'"{info.digest}"', "Accept-Ranges": "bytes"}
+    blobs, key = shared.registry.blobs, blob_key(info.tenant, info.digest)
     if shared.settings.presign and hasattr(blobs, "presigned_get"):
-        url = blobs.presigned_get(blob_key(info.tenant, info.digest), shared.settings.presign_ttl_s)
-        return RedirectResponse(url, status_code=307, headers=headers)
-    data = read_verified(blobs, info.tenant, info.digest)
-    return Response(data, media_type="application/octet-stream", headers=headers)
+        return RedirectResponse(blobs.presigned_get(key, shared.settings.presign_ttl_s), status_code=307,
+                                headers=headers)
+    start = range_start(request.headers.get("range"))
+    if start and start >= info.size:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{info.size}"})
+    headers["Content-Length"] = str(info.size - start)
+    if start:
+        headers["Content-Range"] = f"bytes {start}-{info.size - 1}/{info.size}"
+    return StreamingResponse(blob_body(blobs, key, info.digest, start), status_code=206 if start else 200,
+                             media_type="application/octet-stream", headers=headers)
 
 
 @router.put("/tenants/{tenant}/blobs/{digest}", status_code=201, response_model=s.Uploaded, tags=["write"],
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def upload(tenant: str, digest: str, request: Request, who: TokenIdentity = Depends(writer)):
-    """Upload a checkpoint file: streamed, size-bounded, hashed, validated; then staged for a version.
+    """Upload a checkpoint file: streamed to disk, size-bounded, hashed, validated; then staged for a version.
 
     Nothing is stored unless the whole body arrives, hashes to ``digest`` and is a valid prompt set.
+    The body is never held in memory: a big version goes on to the blob store from the spooled file.
     """
     _own_tenant(who, tenant)
     validate_digest(digest)
@@ -118,21 +130,10 @@ async def upload(tenant: str, digest: str, request: Request, who: TokenIdentity 
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise QuotaExceededError(f"upload of {declared} bytes is over this registry's limit of {limit} bytes")
     async with shared.uploads:  # a bounded number in flight per worker
-        hasher, size = hashlib.sha256(), 0
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise QuotaExceededError(f"upload is over this registry's limit of {limit} bytes")
-                hasher.update(chunk)
-                spool.write(chunk)
-            if hasher.hexdigest() != digest:
-                raise IntegrityError(f"the body's sha256 is {hasher.hexdigest()[:12]}..., not {digest[:12]}... as "
-                                     "the URL says; the upload was damaged or cut short: send it again")
-            spool.seek(0)
-            data = spool.read()
-        await run_in_threadpool(shared.scoped(who).upload, data, tenant)
-    return {"digest": digest, "size": size}
+        with tempfile.TemporaryDirectory(prefix="vopstore-upload-") as folder:
+            blob = await spool(request.stream(), digest, limit, folder)
+            await run_in_threadpool(shared.scoped(who).upload, blob, tenant)
+    return {"digest": digest, "size": blob.size}
 
 
 @router.post("/tenants/{tenant}/tasks/{task}/versions", response_model=s.VersionCreated, status_code=201,
@@ -143,11 +144,17 @@ def create_version(tenant: str, task: str, body: s.VersionCreate, request: Reque
     ref = _own(who, request, tenant, task)
     aliases = tuple(validate_alias(a) for a in body.aliases)
     registry = state(request).scoped(who)
-    try:
-        data = read_verified(registry.blobs, ref.tenant, body.digest)
-    except NotFoundError:
-        raise NotFoundError(f"no uploaded blob {body.digest[:12]}... in {registry.url}; PUT it to "
-                            f"/v1/tenants/{tenant}/blobs/{body.digest} first") from None
+    with ExitStack() as held:
+        try:  # the staged blob, verified into a local file (a local store's own file, hashed in place)
+            data = held.enter_context(open_blob_file(registry.blobs, ref.tenant, validate_digest(body.digest)))
+        except NotFoundError:
+            raise NotFoundError(f"no uploaded blob {body.digest[:12]}... in {registry.url}; PUT it to "
+                                f"/v1/tenants/{tenant}/blobs/{body.digest} first") from None
+        return _register(registry, ref, body, data, aliases)
+
+
+def _register(registry, ref: Ref, body: s.VersionCreate, data, aliases: tuple[str, ...]) -> dict:
+    """Add the blob as the next version, or import it under ``body.number`` (a version pushed here)."""
     if body.number is None:
         info, created = registry.add_bytes(str(ref), data, metrics=body.metrics, message=body.message,
                                            training_config=body.training_config, parent=body.parent,
@@ -155,7 +162,7 @@ def create_version(tenant: str, task: str, body: s.VersionCreate, request: Reque
         for alias in aliases:
             info = registry.tag(info.ref, alias)
         return {"version": _out(info), "created": created}
-    incoming = VersionInfo(tenant=ref.tenant, task=ref.task, number=body.number, digest=body.digest, size=len(data),
+    incoming = VersionInfo(tenant=ref.tenant, task=ref.task, number=body.number, digest=body.digest, size=data.size,
                            method="", params=0, backbone_name="", backbone_fingerprint="",
                            metrics=json_object(body.metrics, "metrics"),
                            training_config=json_object(body.training_config, "training_config"),

@@ -9,6 +9,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from vopstore.errors import ConfigError
+from vopstore.server.app import create_app
 from vopstore.server.settings import ServerSettings
 
 
@@ -37,8 +38,6 @@ def serve(settings: ServerSettings, host: str, port: int, workers: int, log_leve
     if workers > 1 and not settings.db.startswith("postgresql"):
         raise ConfigError("several workers need PostgreSQL (SQLite serialises writers in one process); "
                           "use --workers 1 or a postgresql+psycopg:// database")
-    from vopstore.server.app import create_app
-
     create_app(settings).state.vopstore.registry.close()  # fail here, in one line, if the store cannot be opened
     os.environ.update(settings.to_env())
     config = NoDelayConfig("vopstore.server.app:create_app", factory=True, host=host, port=port, workers=workers,

@@ -18,7 +18,7 @@ class ServerSettings:
         db: database URL (holds the credentials the clients never see), or a directory store's folder.
         blobs: blob store URL (``s3://bucket/prefix`` or a folder); needed with a database URL.
         max_upload_bytes: larger uploads are refused with 413 before they are stored.
-        max_concurrent_uploads: uploads a worker takes at once (others wait), bounding its memory.
+        max_concurrent_uploads: uploads a worker takes at once (others wait), bounding its temporary disk use.
         rate: requests per second each token may make (a token bucket per token and worker); 0 turns it off.
         burst: how many requests a token may make at once before ``rate`` applies.
         presign: serve S3 downloads as short-lived presigned URLs (307) instead of through the server.

@@ -2,6 +2,6 @@
 
 :class:`~vopstore.serving.service.Service` holds a Retriever, dynamic batchers and
 the tenant checks; :func:`~vopstore.serving.app.create_app` is its FastAPI layer;
-:func:`serve` runs it under uvicorn. FastAPI, uvicorn and prometheus-client are
+:func:`~vopstore.serving.run.serve` runs it under uvicorn. FastAPI, uvicorn and prometheus-client are
 imported only here.
 """

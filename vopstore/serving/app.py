@@ -13,8 +13,8 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from vopstore.errors import PermissionDeniedError, QuotaExceededError
-from vopstore.server.app import PROBLEM_TYPE, _add_error_handlers
+from vopstore.errors import ConfigError, DataError, PermissionDeniedError, QuotaExceededError
+from vopstore.server.app import PROBLEM_TYPE, _add_error_handlers, problem
 from vopstore.server.schemas import Problem
 from vopstore.serving.auth import Caller
 
@@ -124,8 +124,6 @@ def create_app(service) -> FastAPI:
     @app.get("/readyz")
     def readyz():
         if not service.ready:
-            from vopstore.server.app import problem
-
             return problem(503, "store_unavailable", "loading the backbone and the --load tasks")
         return {"status": "ready"}
 
@@ -137,8 +135,6 @@ def create_app(service) -> FastAPI:
 
 
 def _check_texts(texts: list[str]) -> None:
-    from vopstore.errors import ConfigError
-
     for text in texts:
         if len(text) > MAX_TEXT_CHARS:
             raise ConfigError(f"a text of {len(text)} characters is over the limit of {MAX_TEXT_CHARS}; "
@@ -161,7 +157,5 @@ async def _upload(request: Request, limit: int):
                     raise QuotaExceededError(f"video is over this server's limit of {limit} bytes")
                 await asyncio.to_thread(out.write, chunk) if len(chunk) > 1 << 20 else out.write(chunk)
         if size == 0:
-            from vopstore.errors import DataError
-
             raise DataError("empty body: send the video file's bytes (Content-Type: application/octet-stream)")
         yield path

@@ -23,7 +23,7 @@ class Caller:
     scope: str
 
     def allows(self, scope: str) -> bool:
-        from vopstore.store.tenants import SCOPES
+        from vopstore.store.tenants import SCOPES  # that module imports SQLAlchemy; a Caller is made without it
 
         return SCOPES.index(self.scope) >= SCOPES.index(scope)
 
@@ -52,7 +52,7 @@ class TokenChecker:
         return caller
 
     def _ask(self, token: str) -> Caller:
-        from vopstore.store.http import HttpRegistry
+        from vopstore.store.http import HttpRegistry  # httpx: only when the tokens live on a registry server
 
         if isinstance(self.registry, str):  # a registry server's URL: it checks its own tokens
             client = HttpRegistry(self.registry, token, retries=2)

@@ -5,7 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
+
+import uvicorn
+
+from vopstore.gallery import Galleries
+from vopstore.refs import parse_ref
+from vopstore.runtime.retriever import Retriever
+from vopstore.serving.app import create_app
+from vopstore.serving.auth import Caller
+from vopstore.serving.service import Service
+from vopstore.store import open_store
 
 log = logging.getLogger("vopstore.serving")
 
@@ -30,11 +41,6 @@ class ServeOptions:
 
 def build_service(options: ServeOptions):
     """The Service for ``options`` (backbone loaded; nothing loaded yet)."""
-    from vopstore import Retriever
-    from vopstore.gallery import Galleries
-    from vopstore.serving.service import Service
-    from vopstore.store import open_store
-
     remote = options.remote  # a registry server's URL: each caller's own token reads from it
     if remote and not remote.startswith(("http://", "https://")):
         remote = open_store(remote)  # a trusted direct store (its token table checks the callers)
@@ -45,12 +51,6 @@ def build_service(options: ServeOptions):
 
 
 def serve(options: ServeOptions) -> None:
-    import os
-
-    import uvicorn
-
-    from vopstore.serving.app import create_app
-
     service = build_service(options)
     token = os.environ.get("VOPSTORE_TOKEN")
     for ref in options.load:  # before the port opens: /readyz is true from the first request
@@ -72,9 +72,6 @@ def serve(options: ServeOptions) -> None:
 
 
 def _load_at_start(service, ref: str, token: str | None) -> None:
-    from vopstore.refs import parse_ref
-    from vopstore.serving.auth import Caller
-
     parsed = parse_ref(ref, service.local.default_tenant if service.remote is None else
                        service.auth.check(token).tenant)
     selector = f"v{parsed.version}" if parsed.version else parsed.alias or "latest"

@@ -24,6 +24,8 @@ from vopstore.refs import parse_ref, parse_task, validate_name
 from vopstore.serving.auth import Caller, TokenChecker
 from vopstore.serving.batching import Batcher
 from vopstore.serving.metrics import ServingMetrics
+from vopstore.store.http import HttpRegistry
+from vopstore.store.sync import pull
 
 log = logging.getLogger("vopstore.serving")
 
@@ -47,7 +49,6 @@ class Service:
         self.metrics = ServingMetrics()
         self.auth = TokenChecker(remote if remote is not None else self.local, token_ttl_s)
         self.max_video_seconds, self.max_video_bytes = max_video_seconds, max_video_bytes
-        self.batching = max_rows > 1
         self.text = Batcher(self._forward_text, max_rows=max_rows, max_wait_s=max_wait_s,
                             observe=self.metrics.batch("text"))
         self.video = Batcher(self._forward_video, max_rows=max(1, max_rows // 8), max_wait_s=max_wait_s,
@@ -215,8 +216,6 @@ class Service:
             info = self.local.resolve(ref)
             self.metrics.cache.labels("hit" if self.local.cache.get(info.digest, info.tenant) else "miss").inc()
             return info
-        from vopstore.store import pull
-
         client = self._client(token)
         try:
             remote_info = client.resolve(ref)
@@ -228,8 +227,6 @@ class Service:
     def _client(self, token: str | None):
         """A registry that reads with the caller's token (a registry URL), or the trusted direct remote."""
         if isinstance(self.remote, str):
-            from vopstore.store.http import HttpRegistry
-
             return HttpRegistry(self.remote, token)
         return _Unclosed(self.remote)
 

@@ -11,25 +11,29 @@ from __future__ import annotations
 import getpass
 import os
 import random
-import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import delete, exc as sa_exc, func, select, update
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from vopstore.blobs.base import blob_intact, blob_key, read_verified
-from vopstore.checkpoint import PromptSetMeta, canonical_json, parse_checkpoint_bytes, read_checkpoint, sha256_bytes
+from vopstore.blobs.base import (blob_intact, blob_key, download_blob, local_blob_path, open_blob_file,
+                                 read_verified)
+from vopstore.blobs.transfer import BlobFile, Progress
+from vopstore.checkpoint import PromptSetMeta, read_checkpoint
+from vopstore.core import canonical_json, retry
 from vopstore.db.engine import TransientDatabaseError, translate_errors
 from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utcnow
-from vopstore.errors import (ConfigError, ConflictError, IntegrityError, PermissionDeniedError, QuotaExceededError,
+from vopstore.errors import (BlobIntegrityError, ConfigError, ConflictError, PermissionDeniedError, QuotaExceededError,
                              StoreUnavailableError)
 from vopstore.refs import DEFAULT_TENANT, Ref, parse_ref, parse_task, validate_alias, validate_name
 from vopstore.store import audit, manifest, sql
 from vopstore.store.cache import BlobCache
 from vopstore.store.info import TaskInfo, VersionInfo
 from vopstore.store.maintenance import MaintenanceMixin
+from vopstore.store.payload import Payload, digest_of, intact_at, parse_payload, put_payload, size_of
 from vopstore.store.tenants import TenantsMixin
 
 MAX_USER_LENGTH = 128  # Version.created_by
@@ -98,14 +102,11 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
 
     def _retrying(self, attempt_fn):
         """Run ``attempt_fn`` until it gets past unique-key races with concurrent writers."""
-        for attempt in range(RETRIES):
-            try:
-                return attempt_fn()
-            except (sa_exc.IntegrityError, StaleDataError, _BlobRowGone, _VersionGone, TransientDatabaseError):
-                # stale: gc deleted a row we refresh; gone: an rm won; transient: a deadlock or serialization failure
-                if attempt == RETRIES - 1:
-                    raise StoreUnavailableError(f"{self.url}: gave up after {RETRIES} write conflicts; retry") from None
-                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        try:
+            return retry(attempt_fn, attempts=RETRIES, when=lambda exc: isinstance(exc, _WRITE_CONFLICTS),
+                         wait=lambda attempt: random.uniform(0.005, 0.05) * (attempt + 1))
+        except _WRITE_CONFLICTS:
+            raise StoreUnavailableError(f"{self.url}: gave up after {RETRIES} write conflicts; retry") from None
 
     def _scope(self, tenant: str) -> str:
         if self.tenant is not None and tenant != self.tenant:
@@ -137,7 +138,11 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         parsed = self._ref(ref)
 
         def attempt():  # retried: on PostgreSQL a concurrent rm can delete the row between the two reads
-            with self._session() as session:
+            with translate_errors(self.url), self.engine.connect() as conn:  # Core: the hot path skips the ORM
+                info = sql.find_info(conn, parsed)
+            if info is not None:
+                return info
+            with self._session() as session:  # a miss: the precise error (or a row written since)
                 return _one(session, sql.version_id(session, parsed, self.url))
 
         return self._retrying(attempt)
@@ -170,14 +175,26 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         self._scope(info.tenant)
         return read_verified(self.blobs, info.tenant, info.digest)
 
-    def fetch(self, ref_or_info: str | VersionInfo) -> Path:
-        """A verified copy of the version's file in the local cache (read from the blobs on a miss)."""
+    def fetch(self, ref_or_info: str | VersionInfo, *, progress: Progress | None = None) -> Path:
+        """A verified copy of the version's file in the local cache (streamed from the blobs on a miss)."""
         info = ref_or_info if isinstance(ref_or_info, VersionInfo) else self.resolve(ref_or_info)
         self._scope(info.tenant)
         # Keyed per tenant: a scoped handle is never served another tenant's copy of the same digest.
         return (self.cache.get(info.digest, info.tenant)
                 or (self.cache.get(info.digest) if self._tenant is None else None)  # the digest-only layout
-                or self.cache.put(info.digest, self.read_blob(info), info.tenant))
+                or download_blob(self.blobs, info.tenant, info.digest, self.cache.path(info.digest, info.tenant),
+                                 size=info.size, progress=progress).path)
+
+    @contextmanager
+    def open_blob(self, info: VersionInfo, *, progress: Progress | None = None) -> Iterator[BlobFile]:
+        """A verified local file of the version for a ``with`` block: a local blob hashed in place, a remote one
+        downloaded into the local cache (where an interrupted download resumes)."""
+        self._scope(info.tenant)
+        if local_blob_path(self.blobs, blob_key(info.tenant, info.digest)) is None:
+            yield BlobFile(self.fetch(info, progress=progress), info.digest, info.size)
+            return
+        with open_blob_file(self.blobs, info.tenant, info.digest, size=info.size) as blob:
+            yield blob
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -195,59 +212,61 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         return self._add_checked(task, data, meta, metrics=metrics, message=message, training_config=training_config,
                                  parent=parent)[0]
 
-    def add_bytes(self, task: str, data: bytes, *, metrics: dict | None = None, message: str | None = None,
+    def add_bytes(self, task: str, data: Payload, *, metrics: dict | None = None, message: str | None = None,
                   training_config: dict | None = None, parent: str | None = None,
                   created_by: str | None = None) -> tuple[VersionInfo, bool]:
-        """:meth:`add` for checkpoint bytes already in memory (the registry server's); (info, whether new)."""
+        """:meth:`add` for checkpoint bytes in memory or a verified file (the registry server's); (info, new?)."""
         ref = self._task(task)
-        meta, _ = parse_checkpoint_bytes(data, f"{ref.task_ref} upload", contents=True)
+        meta, _ = parse_payload(data, f"{ref.task_ref} upload", contents=True)
         return self._add_checked(task, data, meta, metrics=metrics, message=message,
                                  training_config=training_config, parent=parent, created_by=created_by)
 
-    def _add_checked(self, task: str, data: bytes, meta: PromptSetMeta, *, metrics: dict | None = None,
+    def _add_checked(self, task: str, data: Payload, meta: PromptSetMeta, *, metrics: dict | None = None,
                      message: str | None = None, training_config: dict | None = None, parent: str | None = None,
                      created_by: str | None = None) -> tuple[VersionInfo, bool]:
         ref = self._task(task)
         fields = {"metrics": json_object(metrics, "metrics"), "training_config": json_object(training_config,
                   "training_config"), "message": message, "parent": self._parent(parent),
                   "created_by": _created_by(created_by) or self.user}
-        return self._store(ref.tenant, ref.task, meta, data, fields, number=None)
+        return self._store(ref.tenant, ref.task, meta, data, digest_of(data), fields, number=None)
 
-    def upload(self, data: bytes, tenant: str | None = None) -> str:
-        """Validate checkpoint bytes and stage them as a blob of ``tenant``; return their digest.
+    def upload(self, data: Payload, tenant: str | None = None) -> str:
+        """Validate checkpoint bytes (or a verified file) and stage them as a blob of ``tenant``; return their digest.
 
         The registry server's first step of an add or push: the version row that
         references the blob comes in a second request (gc's grace protects the blob meanwhile).
         """
         tenant = self._scope(tenant or self.default_tenant)
-        parse_checkpoint_bytes(data, "upload", contents=True)
-        digest = sha256_bytes(data)
+        parse_payload(data, "upload", contents=True)
+        digest = digest_of(data)
         self._retrying(lambda: self._stage_blob(tenant, digest, data))
         return digest
 
-    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = (), *,
-                       check_contents: bool = True) -> tuple[VersionInfo, bool]:
+    def import_version(self, info: VersionInfo, data: Payload, aliases: tuple[str, ...] = (), *,
+                       check_contents: bool = True, progress: Progress | None = None) -> tuple[VersionInfo, bool]:
         """Store a version copied from another store, keeping its number and metadata.
 
         Returns (the stored version, whether it was new). The same number with the
         same digest is a no-op; with another digest it is refused. The bytes are checked
         against their method's schema like an add's; ``check_contents=False`` is for a
-        rebuild restoring this store's own versions (some may predate that check).
+        rebuild restoring this store's own versions (some may predate that check). ``data`` is
+        bytes, or a :class:`~vopstore.blobs.transfer.BlobFile` already verified (its digest is compared, not
+        recomputed).
         """
         self._scope(info.tenant)
-        if sha256_bytes(data) != info.digest:
-            raise IntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
-        meta, _ = parse_checkpoint_bytes(data, info.ref, contents=check_contents)
+        if digest_of(data) != info.digest:
+            raise BlobIntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
+        meta, _ = parse_payload(data, info.ref, contents=check_contents)
         fields = {"metrics": info.metrics, "training_config": info.training_config, "message": info.message,
                   "parent": info.parent, "created_by": _created_by(info.created_by), "created_at": info.created_at}
-        return self._store(info.tenant, info.task, meta, data, fields, number=info.number, aliases=aliases)
+        return self._store(info.tenant, info.task, meta, data, info.digest, fields, number=info.number,
+                           aliases=aliases, progress=progress)
 
-    def _store(self, tenant: str, task: str, meta: PromptSetMeta, data: bytes, fields: dict, *,
-               number: int | None, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
-        digest = sha256_bytes(data)
-
+    def _store(self, tenant: str, task: str, meta: PromptSetMeta, data: Payload, digest: str, fields: dict, *,
+               number: int | None, aliases: tuple[str, ...] = (),
+               progress: Progress | None = None) -> tuple[VersionInfo, bool]:
         def attempt():
-            self._stage_blob(tenant, digest, data)
+            self._stage_blob(tenant, digest, data, progress)
             with self._session(write=True) as session:
                 return self._insert(session, tenant, task, meta, digest, fields, number, aliases)
 
@@ -256,10 +275,11 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         manifest.record_aliases(self.blobs, info, aliases, self.actor)
         return info, created
 
-    def _stage_blob(self, tenant: str, digest: str, data: bytes) -> None:
+    def _stage_blob(self, tenant: str, digest: str, data: Payload, progress: Progress | None = None) -> None:
         """Record the blob row (its time protects it from gc while in flight), then upload the bytes.
 
-        An existing blob is re-hashed, so adding or pulling the bytes again repairs a corrupt copy.
+        An existing blob is re-hashed (unless ``data`` was just read from it, verified), so adding or
+        pulling the bytes again repairs a corrupt copy.
         """
         with self._session(write=True) as session:
             tenant_row = sql.get_or_create(session, Tenant, name=tenant)
@@ -267,13 +287,16 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             if blob is None:
                 if tenant_row.quota_bytes is not None:  # concurrent uploads of one tenant sum one at a time
                     session.execute(select(Tenant.id).where(Tenant.id == tenant_row.id).with_for_update())
-                check_quota(session, tenant_row, len(data))
-                blob = sql.get_or_create(session, Blob, {"size": len(data)}, tenant_id=tenant_row.id, digest=digest)
+                check_quota(session, tenant_row, size_of(data))
+                blob = sql.get_or_create(session, Blob, {"size": size_of(data)}, tenant_id=tenant_row.id,
+                                         digest=digest)
             blob.created_at = utcnow()
         key = blob_key(tenant, digest)
-        if not self.blobs.put(key, data) and not blob_intact(self.blobs, tenant, digest):
+        if put_payload(self.blobs, key, data, progress) or intact_at(data, self.blobs):
+            return
+        if not blob_intact(self.blobs, tenant, digest):
             self.blobs.delete(key)  # a damaged or vanished copy: replace it with the verified bytes in hand
-            self.blobs.put(key, data)
+            put_payload(self.blobs, key, data, progress)
 
     def _insert(self, session, tenant, task, meta, digest, fields, number, aliases) -> tuple[VersionInfo, bool]:
         action = "add" if number is None else "import"  # import: copied in from another store (push or pull)
@@ -321,14 +344,22 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
                 "the two stores diverged: remove one of them or copy under another task name")
         return row.id
 
-    def _set_aliases(self, session, task_row: Task, version_id: int, aliases) -> None:
-        """Point each alias at ``version_id``, recording every actual move in the audit log."""
+    def _set_aliases(self, session, task_row: Task, version_id: int, aliases,
+                     expected_digest: str | None = None) -> None:
+        """Point each alias at ``version_id``, recording every actual move in the audit log.
+
+        With ``expected_digest`` each move is a compare-and-swap against the row read here.
+        """
         for name in aliases:
             # FOR UPDATE: a concurrent move waits here and then reads this one's result, so the
-            # audit log's old -> new chain is exactly the order in which the moves happened.
+            # audit log's old -> new chain is exactly the order in which the moves happened. The
+            # compare-and-swap checks this same locked row: a check in an earlier statement would
+            # let a move committed in between be overwritten (READ COMMITTED sees it only now).
             row = session.scalars(select(Alias).where(Alias.task_id == task_row.id, Alias.name == name)
                                   .with_for_update()).first()
             old = None if row is None else row.version_id
+            if expected_digest is not None:
+                self._compare_alias(session, old, expected_digest, f"{task_row.name}@{name}")
             if row is None:
                 session.add(Alias(task_id=task_row.id, name=name, version_id=version_id))
             elif row.version_id != version_id:
@@ -362,9 +393,7 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
             with self._session(write=True) as session:
                 vid = sql.version_id(session, parsed, self.url)
                 tid = sql.require_task_id(session, parsed, self.url)
-                if expected_digest is not None:
-                    self._compare_alias(session, tid, alias, expected_digest, parsed.task_ref)
-                self._set_aliases(session, session.get(Task, tid), vid, (alias,))
+                self._set_aliases(session, session.get(Task, tid), vid, (alias,), expected_digest)
                 return _one(session, vid)
 
         info = self._retrying(attempt)
@@ -372,14 +401,13 @@ class DirectRegistry(MaintenanceMixin, TenantsMixin):
         return info
 
     @staticmethod
-    def _compare_alias(session, task_id: int, alias: str, expected: str, task_ref: str) -> None:
-        current = session.scalar(select(Blob.digest).join(Version, Version.blob_id == Blob.id)
-                                 .join(Alias, Alias.version_id == Version.id)
-                                 .where(Alias.task_id == task_id, Alias.name == alias).with_for_update())
+    def _compare_alias(session, version_id: int | None, expected: str, alias_ref: str) -> None:
+        current = None if version_id is None else session.scalar(
+            select(Blob.digest).join(Version, Version.blob_id == Blob.id).where(Version.id == version_id))
         if current != (expected or None):  # "" expects no alias at all
             now = f"{current[:12]}..." if current else "nothing"
             was = f"{expected[:12]}..." if expected else "nothing"
-            raise ConflictError(f"{task_ref}@{alias} points at {now}, not the expected {was}; "
+            raise ConflictError(f"{alias_ref} points at {now}, not the expected {was}; "
                                 "someone moved it: resolve it again and retry")
 
     def untag(self, task: str, alias: str) -> None:
@@ -451,6 +479,11 @@ class _VersionGone(Exception):
     """Internal: a concurrent rm deleted the version between two statements; the call is retried."""
 
 
+# What a write retries: SQLAlchemy's IntegrityError (a unique-key race), stale (gc deleted a row we
+# refresh), gone (an rm won), transient (a deadlock or serialization failure).
+_WRITE_CONFLICTS = (sa_exc.IntegrityError, StaleDataError, _BlobRowGone, _VersionGone, TransientDatabaseError)
+
+
 def _one(session, version_id: int) -> VersionInfo:
     infos = sql.load_infos(session, Version.id == version_id)
     if not infos:
@@ -486,8 +519,14 @@ class TenantBlobs:
     def put(self, key: str, data: bytes) -> bool:
         return self.backend.put(self._key(key), data)
 
+    def put_file(self, key: str, path, *, progress=None) -> bool:
+        return self.backend.put_file(self._key(key), path, progress=progress)
+
     def get(self, key: str) -> bytes:
         return self.backend.get(self._key(key))
+
+    def read_range(self, key: str, start: int = 0):
+        return self.backend.read_range(self._key(key), start)
 
     def exists(self, key: str) -> bool:
         return self.backend.exists(self._key(key))

@@ -5,27 +5,34 @@ retried with backoff on connection errors, timeouts, 5xx and 429, then surface
 as one-line :class:`StoreUnavailableError` naming the URL. Problem documents
 map back onto the :mod:`vopstore.errors` classes by their ``code``. Downloaded
 bytes are verified against the digest the registry recorded, whether they came
-through the server or from a presigned S3 URL.
+through the server or from a presigned S3 URL. Blobs stream both ways: uploads
+from a file, downloads into ``{file}.part`` that a later call resumes with a
+``Range`` request (served by the registry or by S3 behind a presigned URL).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 from urllib.parse import quote
 
 import httpx
 
 from vopstore import __version__
-from vopstore.checkpoint import read_checkpoint, sha256_bytes
-from vopstore.errors import (AuthenticationError, ConfigError, IntegrityError, RateLimitedError,
+from vopstore.blobs.transfer import CHUNK, BlobFile, Progress, RangeIgnored, download_verified, iter_file
+from vopstore.checkpoint import read_checkpoint
+from vopstore.errors import (AuthenticationError, BlobIntegrityError, ConfigError, RateLimitedError,
                              StoreUnavailableError, VopstoreError, error_for_code)
 from vopstore.refs import parse_ref, parse_task
 from vopstore.store.cache import BlobCache
 from vopstore.store.info import TaskInfo, VersionInfo
+from vopstore.store.payload import Payload, digest_of
 
 RETRIED_STATUS = {429, 502, 503, 504}
 MAX_RETRY_WAIT_S = 10.0
@@ -99,16 +106,19 @@ class HttpRegistry:
 
     def read_blob(self, info: VersionInfo) -> bytes:
         """The version's bytes (through the server or a presigned URL), verified against ``info.digest``."""
-        path = f"/tenants/{_q(info.tenant)}/tasks/{_q(info.task)}/versions/v{info.number}/blob"
-        data = self._call("GET", path, raw=True)
-        if sha256_bytes(data) != info.digest:
-            raise IntegrityError(f"{info.ref}: bytes from {self.url} do not hash to {info.digest[:12]}...; "
-                                 "refused (a damaged transfer or store): try again")
-        return data
+        with tempfile.TemporaryDirectory(prefix="vopstore-blob-") as folder:
+            return self._download(info, Path(folder) / info.digest).path.read_bytes()
 
-    def fetch(self, ref_or_info: str | VersionInfo) -> Path:
+    def fetch(self, ref_or_info: str | VersionInfo, *, progress: Progress | None = None) -> Path:
+        """A verified copy of the version's file in the local cache; an interrupted download resumes."""
         info = ref_or_info if isinstance(ref_or_info, VersionInfo) else self.resolve(ref_or_info)
-        return self.cache.get(info.digest, info.tenant) or self.cache.put(info.digest, self.read_blob(info), info.tenant)
+        return (self.cache.get(info.digest, info.tenant)
+                or self._download(info, self.cache.path(info.digest, info.tenant), progress).path)
+
+    @contextmanager
+    def open_blob(self, info: VersionInfo, *, progress: Progress | None = None) -> Iterator[BlobFile]:
+        """A verified local file of the version for a ``with`` block: its copy in the local cache."""
+        yield BlobFile(self.fetch(info, progress=progress), info.digest, info.size)
 
     def log(self, task: str | None = None, limit: int | None = None) -> list[dict]:
         params = {"limit": limit} if limit else None
@@ -123,7 +133,7 @@ class HttpRegistry:
 
     def add(self, task: str, path: str | os.PathLike, *, metrics: dict | None = None, message: str | None = None,
             training_config: dict | None = None, parent: str | None = None) -> VersionInfo:
-        from vopstore.store.direct import current_user, json_object
+        from vopstore.store.direct import current_user, json_object  # SQLAlchemy: a client mostly reads
 
         json_object(metrics, "metrics"), json_object(training_config, "training_config")  # before any I/O
         parsed = parse_task(task, self.default_tenant)
@@ -133,10 +143,11 @@ class HttpRegistry:
                 "parent": parent, "created_by": current_user()}
         return _version(self._call("POST", f"{_task_path(parsed)}/versions", json=body)["version"])
 
-    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
-        if sha256_bytes(data) != info.digest:
-            raise IntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
-        self._upload(info.tenant, data)
+    def import_version(self, info: VersionInfo, data: Payload, aliases: tuple[str, ...] = (), *,
+                       progress: Progress | None = None) -> tuple[VersionInfo, bool]:
+        if digest_of(data) != info.digest:
+            raise BlobIntegrityError(f"{info.ref}: bytes do not match digest {info.digest[:12]}...; the source is corrupt")
+        self._upload(info.tenant, data, progress)
         body = {"digest": info.digest, "number": info.number, "metrics": info.metrics, "message": info.message,
                 "training_config": info.training_config, "parent": info.parent, "created_by": info.created_by,
                 "created_at": info.created_at.isoformat() if info.created_at else None, "aliases": list(aliases)}
@@ -160,7 +171,7 @@ class HttpRegistry:
                                    params={"force": str(bool(force)).lower()}, retry=False))
 
     def gc(self, grace_s: float = 3600.0, dry_run: bool = False, force: bool = False) -> int:
-        from vopstore.store.maintenance import _cutoff
+        from vopstore.store.maintenance import _cutoff  # SQLAlchemy, as above
 
         _cutoff(grace_s)  # the same one-line error for nan, inf or a negative grace as a direct store
         body = {"grace_s": grace_s, "dry_run": dry_run, "force": force}
@@ -185,17 +196,52 @@ class HttpRegistry:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _upload(self, tenant: str, data: bytes) -> str:
-        digest = sha256_bytes(data)
-        self._call("PUT", f"/tenants/{_q(tenant)}/blobs/{digest}", content=data,
-                   headers={"Content-Type": "application/octet-stream"})
+    def _upload(self, tenant: str, data: Payload, progress: Progress | None = None) -> str:
+        """PUT the blob (a file is streamed, never read whole); return its digest."""
+        digest = digest_of(data)
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(data, BlobFile):
+            headers["Content-Length"] = str(data.size)  # the server refuses an upload over its limit before reading it
+            body = lambda: iter_file(data.path, progress=progress)  # noqa: E731 - a fresh stream per attempt
+        else:
+            body = lambda: data  # noqa: E731
+        self._call("PUT", f"/tenants/{_q(tenant)}/blobs/{digest}", body=body, headers=headers)
         return digest
 
-    def _call(self, method: str, path: str, *, raw: bool = False, retry: bool = True, **kwargs):
-        """One API call; retried (when ``retry``) on transport errors, 429 and 502-504; errors mapped back."""
+    def _download(self, info: VersionInfo, dest: Path, progress: Progress | None = None) -> BlobFile:
+        path = f"/tenants/{_q(info.tenant)}/tasks/{_q(info.task)}/versions/v{info.number}/blob"
+        try:
+            return download_verified(lambda start: self._stream(path, start), info.digest, dest, size=info.size,
+                                     progress=progress, where=self.url)
+        except BlobIntegrityError as exc:
+            raise BlobIntegrityError(f"{info.ref}: {exc} (a damaged transfer or store)") from None
+
+    def _stream(self, path: str, start: int) -> Iterator[bytes]:
+        """The blob's bytes from ``start`` on: a ranged GET (followed to a presigned URL when the server redirects)."""
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            with self._http.stream("GET", path, headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response, self.url)
+                if start and response.status_code != 206:
+                    raise RangeIgnored()
+                yield from response.iter_bytes(CHUNK)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"{self.url}: the download broke off ({type(exc).__name__}: "
+                                        f"{_first_line(exc)}); run the command again to resume it") from exc
+
+    def _call(self, method: str, path: str, *, retry: bool = True,
+              body: Callable[[], bytes | Iterable[bytes]] | None = None, **kwargs):
+        """One API call; retried (when ``retry``) on transport errors, 429 and 502-504; errors mapped back.
+
+        ``body`` makes the request body, once per attempt (a streamed body cannot be sent twice).
+        """
         attempts = max(1, self.retries) if retry else 1
         for attempt in range(attempts):
             try:
+                if body is not None:
+                    kwargs["content"] = body()
                 response = self._http.request(method, path, **kwargs)
             except httpx.HTTPError as exc:
                 problem = StoreUnavailableError(f"{self.url} is unreachable ({type(exc).__name__}: "
@@ -203,7 +249,7 @@ class HttpRegistry:
                 wait = None
             else:
                 if response.status_code < 400:
-                    return response.content if raw else (response.json() if response.content else None)
+                    return response.json() if response.content else None
                 problem = _error(response, self.url)
                 if response.status_code not in RETRIED_STATUS:
                     raise problem

@@ -68,6 +68,10 @@ class CheckedLater:
         self._check()
         return self._blobs.put(key, data)
 
+    def put_file(self, key: str, path, *, progress=None) -> bool:
+        self._check()
+        return self._blobs.put_file(key, path, progress=progress)
+
     def delete(self, key: str) -> None:
         self._check()
         self._blobs.delete(key)

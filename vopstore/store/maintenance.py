@@ -7,12 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, exists, select, text
 
-from vopstore.blobs.base import blob_key
-from vopstore.checkpoint import parse_checkpoint_bytes
+from vopstore.blobs.base import blob_key, open_blob_file
 from vopstore.db.models import Blob, Task, Tenant, Version, utcnow
-from vopstore.errors import BlobNotFoundError, ConfigError, ConflictError, IntegrityError, InvalidCheckpointError
+from vopstore.errors import BlobIntegrityError, BlobNotFoundError, ConfigError, ConflictError, InvalidCheckpointError
 from vopstore.store import manifest, sql
 from vopstore.store.info import VersionInfo
+from vopstore.store.payload import parse_payload
 
 # gc without --force deletes at most half of the blobs in reach once it would delete this many: a sweep
 # that large usually means the database is not the blob store's (lost, replaced or an old backup).
@@ -33,15 +33,15 @@ class MaintenanceMixin:
         return [problem for info in infos if (problem := self._check(info))]
 
     def _check(self, info: VersionInfo) -> str | None:
-        try:
-            data = self.read_blob(info)
-            parse_checkpoint_bytes(data, info.ref)
+        try:  # streamed: a big blob is hashed in place (local) or through a temporary file (S3), never held whole
+            with open_blob_file(self.blobs, info.tenant, info.digest) as blob:
+                parse_payload(blob, info.ref, contents=False)
         except BlobNotFoundError:
             return f"{info.ref}: blob {info.digest[:12]}... is missing from {self.blobs.url}"
-        except (IntegrityError, InvalidCheckpointError) as exc:
+        except (BlobIntegrityError, InvalidCheckpointError) as exc:
             return f"{info.ref}: {exc}"
-        if len(data) != info.size:
-            return f"{info.ref}: blob has {len(data)} bytes, the database says {info.size}"
+        if blob.size != info.size:
+            return f"{info.ref}: blob has {blob.size} bytes, the database says {info.size}"
         return None
 
     def gc(self, grace_s: float = 3600.0, dry_run: bool = False, force: bool = False) -> int:

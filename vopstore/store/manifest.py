@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from vopstore.blobs.base import is_blob_key
-from vopstore.checkpoint import canonical_json
+from vopstore.core import canonical_json
 from vopstore.errors import InvalidCheckpointError
 from vopstore.store.info import VersionInfo
 

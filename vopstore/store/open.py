@@ -5,18 +5,25 @@
 * ``sqlite:///file`` or ``postgresql+psycopg://...`` plus ``blobs=`` (``file:///...`` or ``s3://bucket/prefix``);
 * ``https://host``: a registry server, reached with ``token`` (default: ``$VOPSTORE_TOKEN``).
   A shared PostgreSQL database is never migrated implicitly: ``vopstore db upgrade --url URL`` does that.
+
+``open_reader`` is the same store for callers that only read (``vopstore ls``, ``show``): a
+directory store that is ready is read with sqlite3, without importing SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
+from vopstore.db import ensure_head, make_engine, redact, require_head, translate_errors
 from vopstore.errors import ConfigError
-from vopstore.store.direct import DirectRegistry
-from vopstore.store.registry import Registry
+from vopstore.home import local_store_dir
+from vopstore.store.reader import SqliteReader
+
+if TYPE_CHECKING:  # for readers of the signatures; importing the Protocol costs `vopstore ls` time
+    from vopstore.store.registry import Registry
 
 _DB_SCHEMES = ("sqlite", "postgresql")
 
@@ -35,11 +42,9 @@ def open_store(url: str | None = None, tenant: str | None = None, *, blobs: str 
         ConfigError: malformed or unsupported URL; StoreUnavailableError: database unreachable or not upgraded.
     """
     if url is None:
-        from vopstore.home import local_store_dir
-
         return _open_dir(local_store_dir(), tenant, token, url="local")
     if url.startswith(("http://", "https://")):
-        from vopstore.store.http import HttpRegistry
+        from vopstore.store.http import HttpRegistry  # httpx: only for a registry server
 
         return HttpRegistry(url, token, tenant=tenant)
     if url.startswith(_DB_SCHEMES):
@@ -51,8 +56,32 @@ def open_store(url: str | None = None, tenant: str | None = None, *, blobs: str 
     return _open_dir(_dir_path(url), tenant, token, url=url)
 
 
+def open_reader(url: str | None = None, tenant: str | None = None) -> SqliteReader | Registry:
+    """The store ``url`` names, for ``resolve``, ``list_tasks`` and ``list_versions`` only.
+
+    A directory store (the local one, ``file:///dir`` or a folder) whose database is at the
+    schema head and matches its blobs is read with sqlite3 (a few ms; SQLAlchemy and
+    Alembic stay unimported); every other store, and every miss or error, goes through
+    :func:`open_store` and answers exactly as it does.
+    """
+    folder = _directory_store(url)
+    reader = None if folder is None else SqliteReader.open(folder, url or "local", tenant,
+                                                           lambda: open_store(url, tenant))
+    return reader if reader is not None else open_store(url, tenant)
+
+
+def _directory_store(url: str | None) -> Path | None:
+    if url is None:
+        return local_store_dir()
+    if url.startswith(("http://", "https://", *_DB_SCHEMES)) or ("://" in url and not url.startswith("file://")):
+        return None
+    return _dir_path(url)
+
+
 def _dir_path(url: str) -> Path:
     if url.startswith("file://"):
+        from urllib.request import url2pathname  # urllib.request pulls in http.client: only for file URLs
+
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(f"{url}: file URLs must be local, e.g. file:///srv/vopstore")
@@ -79,8 +108,9 @@ def _read_only(path: Path) -> bool:
 
 def _open_db(db_url: str, blobs_url: str, tenant: str | None, token: str | None, *, auto_upgrade: bool,
              name: str | None = None, read_only: bool = False) -> Registry:
+    # SQLAlchemy and the blob backends: `vopstore ls` reads a ready store with sqlite3 and never gets here
     from vopstore.blobs import open_blobs
-    from vopstore.db import ensure_head, make_engine, redact, require_head, translate_errors
+    from vopstore.store.direct import DirectRegistry
     from vopstore.store.identity import check_identity
 
     shown = name or redact(db_url)
@@ -103,7 +133,7 @@ def _open_db(db_url: str, blobs_url: str, tenant: str | None, token: str | None,
 
 def open_remote(name: str, tenant: str | None = None, token: str | None = None) -> Registry:
     """Open the remote called ``name`` in ``config.toml``."""
-    from vopstore.config import load_config
+    from vopstore.remotes import load_config  # TOML: `vopstore ls` on the local store does not read it
 
     remote = load_config().remote(name)
     return open_store(remote.url, tenant, blobs=remote.blobs, token=token or remote.token)

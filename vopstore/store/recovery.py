@@ -18,13 +18,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 
+from vopstore.blobs import open_blobs
 from vopstore.blobs.base import read_verified
+from vopstore.db import ensure_head, make_engine, redact, require_head, translate_errors
 from vopstore.db.models import Alias, Task, Tenant, Version
 from vopstore.errors import ConfigError, ConflictError, VopstoreError
+from vopstore.home import local_store_dir
 from vopstore.store import manifest, sql
+from vopstore.store.direct import DirectRegistry
 from vopstore.store.identity import RECOVER, blob_store_id, database_id, holds_data, write_identity
 from vopstore.store.info import VersionInfo
+from vopstore.store.open import _dir_path
 
 
 @dataclass
@@ -93,10 +100,6 @@ class _Target:
 
     def open(self):
         """The registry, without the identity check (fsck and rebuild are how a refused store is repaired)."""
-        from vopstore.blobs import open_blobs
-        from vopstore.db import ensure_head, make_engine, redact, require_head, translate_errors
-        from vopstore.store.direct import DirectRegistry
-
         engine = make_engine(self.db_url)
         with translate_errors(self.name):
             ensure_head(engine) if self.auto_upgrade else require_head(engine, redact(self.db_url))
@@ -105,24 +108,16 @@ class _Target:
 
 def _locate(url: str | None, blobs: str | None) -> _Target:
     """Mirror open_store's URL forms: None (the local store), a folder or file:// URL, or a database URL + blobs."""
-    from vopstore.db import redact
-
     if url is not None and url.startswith(("sqlite", "postgresql")):
         if not blobs:
             raise ConfigError("a database URL needs its blob store too: --blobs file:///dir or s3://bucket/prefix")
-        from sqlalchemy.engine import make_url
-
         database = make_url(url).database if url.startswith("sqlite") else None
         return _Target(url, blobs, redact(url), Path(database) if database else None, url.startswith("sqlite"))
     if url is None:
-        from vopstore.home import local_store_dir
-
         path = local_store_dir()
     elif "://" in url and not url.startswith("file://"):
         raise ConfigError(f"unsupported store URL {url!r}: use file:///dir, sqlite:///file or postgresql+psycopg://...")
     else:
-        from vopstore.store.open import _dir_path
-
         path = _dir_path(url)
     path = path.resolve()
     (path / "blobs").mkdir(parents=True, exist_ok=True)
@@ -131,10 +126,6 @@ def _locate(url: str | None, blobs: str | None) -> _Target:
 
 def _sqlite_readable(db_url: str) -> bool:
     """Whether SQLite can read the file as a database (a missing or zero-length file reads as an empty one)."""
-    from sqlalchemy.exc import DatabaseError
-
-    from vopstore.db import make_engine
-
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from vopstore.blobs.transfer import BlobFile, Progress
+from vopstore.store.cache import BlobCache
 from vopstore.store.info import TaskInfo, VersionInfo
 
 
@@ -19,6 +22,7 @@ class Registry(Protocol):
     url: str
     tenant: str | None
     default_tenant: str
+    cache: BlobCache
 
     def add(self, task: str, path: str | Path, *, metrics: dict | None = None, message: str | None = None,
             training_config: dict | None = None, parent: str | None = None) -> VersionInfo:
@@ -29,16 +33,24 @@ class Registry(Protocol):
         """The version ``[tenant/]task[@vN|@alias]`` names (latest when no selector)."""
         ...
 
-    def fetch(self, ref_or_info: str | VersionInfo) -> Path:
-        """A verified local copy of the version's file, in the content-addressed cache."""
+    def fetch(self, ref_or_info: str | VersionInfo, *, progress: Progress | None = None) -> Path:
+        """A verified local copy of the version's file, in the content-addressed cache (streamed in)."""
         ...
 
     def read_blob(self, info: VersionInfo) -> bytes:
-        """The version's bytes, verified against its digest."""
+        """The version's bytes, verified against its digest (small blobs: the whole file in memory)."""
         ...
 
-    def import_version(self, info: VersionInfo, data: bytes, aliases: tuple[str, ...] = ()) -> tuple[VersionInfo, bool]:
-        """Store a version copied from another store under the same number; (info, created)."""
+    def open_blob(self, info: VersionInfo, *, progress: Progress | None = None) -> AbstractContextManager[BlobFile]:
+        """A verified local file of the version's bytes for a ``with`` block (what push and pull send)."""
+        ...
+
+    def import_version(self, info: VersionInfo, data: bytes | BlobFile, aliases: tuple[str, ...] = (), *,
+                       progress: Progress | None = None) -> tuple[VersionInfo, bool]:
+        """Store a version copied from another store under the same number; (info, created).
+
+        ``data`` is the bytes, or a verified local file (streamed, not read into memory).
+        """
         ...
 
     def list_tasks(self) -> list[TaskInfo]: ...

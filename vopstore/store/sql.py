@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from vopstore.db.models import Alias, Backbone, Blob, Task, Tenant, Version, utcnow
 from vopstore.errors import AliasNotFoundError, TaskNotFoundError, VersionNotFoundError
@@ -48,6 +49,59 @@ def version_id(session, ref: Ref, where: str) -> int:
         if found is None:
             raise VersionNotFoundError(f"{ref.task_ref} has no versions in {where}; add one with 'vopstore add'")
     return found
+
+
+def find_info(conn, ref: Ref) -> VersionInfo | None:
+    """The version ``ref`` names in two indexed statements, or None when there is none (no error: see version_id).
+
+    Resolve is the hot read of every load and pull: one SELECT that joins tenant, task, the
+    selector, blob and backbone, then the version's aliases. ``conn`` may be a Core connection,
+    which skips the ORM's per-row work.
+    """
+    kind, params = "latest", {"tenant": ref.tenant, "task": ref.task}
+    if ref.version is not None:
+        kind, params["number"] = "number", ref.version
+    elif ref.alias is not None:
+        kind, params["alias"] = "alias", ref.alias
+    row = conn.execute(_resolve_statement(kind), params).first()
+    if row is None:
+        return None
+    aliases = conn.execute(_aliases_statement(), {"version_id": row.id}).scalars().all()
+    return _row_info(row, tuple(aliases))
+
+
+@functools.cache
+def _resolve_statement(kind: str):
+    """Built once per selector kind (number, alias, latest): later calls reuse the compiled statement."""
+    query = (select(Version.id, Version.number, Version.method, Version.params, Version.metrics,
+                    Version.training_config, Version.message, Version.created_at, Version.created_by,
+                    Version.method_config, Version.dtype, Version.parent, Task.name.label("task"),
+                    Tenant.name.label("tenant"), Blob.digest, Blob.size, Backbone.name.label("backbone_name"),
+                    Backbone.fingerprint.label("backbone_fingerprint"))
+             .select_from(Version).join(Task, Version.task_id == Task.id).join(Tenant, Task.tenant_id == Tenant.id)
+             .join(Blob, Version.blob_id == Blob.id).join(Backbone, Version.backbone_id == Backbone.id)
+             .where(Tenant.name == bindparam("tenant"), Task.name == bindparam("task")))
+    if kind == "number":
+        return query.where(Version.number == bindparam("number"))
+    if kind == "alias":
+        return query.join(Alias, Alias.version_id == Version.id).where(Alias.task_id == Task.id,
+                                                                       Alias.name == bindparam("alias"))
+    return query.order_by(Version.number.desc()).limit(1)
+
+
+@functools.cache
+def _aliases_statement():
+    return select(Alias.name).where(Alias.version_id == bindparam("version_id")).order_by(Alias.name)
+
+
+def _row_info(row, aliases: tuple[str, ...]) -> VersionInfo:
+    return VersionInfo(
+        tenant=row.tenant, task=row.task, number=row.number, digest=row.digest, size=row.size, method=row.method,
+        params=row.params, backbone_name=row.backbone_name, backbone_fingerprint=row.backbone_fingerprint,
+        metrics=row.metrics, training_config=row.training_config, message=row.message,
+        created_at=as_utc(row.created_at), created_by=row.created_by, aliases=aliases,
+        method_config=row.method_config, dtype=row.dtype, parent=row.parent,
+    )
 
 
 def _numbers(session, tid: int) -> str:
@@ -102,4 +156,4 @@ def get_or_create(session, model, defaults: dict | None = None, **keys):
     return row
 
 
-__all__ = ["task_id", "require_task_id", "version_id", "load_infos", "get_or_create", "as_utc", "utcnow"]
+__all__ = ["task_id", "require_task_id", "version_id", "find_info", "load_infos", "get_or_create", "as_utc", "utcnow"]

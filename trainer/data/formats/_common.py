@@ -51,6 +51,26 @@ def index_videos(folder: Path) -> dict[str, Path]:
     return found
 
 
+def index_files(folder: Path) -> dict[str, Path]:
+    """Map the exact file name of every file under ``folder`` to its path (recursive, sorted, first wins).
+
+    For datasets whose annotations name each video file, extension included, whatever
+    it is (DiDeMo holds ``.wmv``, ``.mts``, ``.3g2`` and names that end in a bare ``.``).
+    """
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            found.setdefault(name, Path(dirpath) / name)
+    return found
+
+
+def name_stem(name: str) -> str:
+    """``name`` without its last ``.extension`` (``"a.b.mts"`` -> ``"a.b"``, ``"x."`` -> ``"x"``)."""
+    head, dot, _ = name.rpartition(".")
+    return head if dot and head else name
+
+
 def pick_dir(root: Path, candidates: tuple[str, ...]) -> Path:
     """The first existing sub-folder of ``root`` among ``candidates`` (``"."`` = root itself)."""
     for name in candidates:

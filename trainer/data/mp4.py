@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from vopstore.core import atomic_write
 
 
 def pick_codec() -> str:
@@ -27,9 +28,8 @@ def write_video(path: Path | str, frames: np.ndarray, fps: int = 8, codec: str |
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] % 2 or frames.shape[2] % 2:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames with even H and W, got {frames.shape}")
     codec = codec or pick_codec()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(tmp), "w") as out:
+    # keep_suffix: PyAV picks the container from the file name's suffix
+    with atomic_write(path, keep_suffix=True) as tmp, av.open(str(tmp), "w") as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -39,5 +39,4 @@ def write_video(path: Path | str, frames: np.ndarray, fps: int = 8, codec: str |
         for frame in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode(None))
-    os.replace(tmp, path)
     return path

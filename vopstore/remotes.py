@@ -1,4 +1,4 @@
-"""``config.toml`` in VOPSTORE_HOME: named remotes.
+"""Named remotes, kept in ``config.toml`` in VOPSTORE_HOME.
 
 Example::
 
@@ -20,6 +20,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import tomli_w
+
+from vopstore.core import atomic_write_bytes
 from vopstore.errors import ConfigError, NotFoundError
 from vopstore.home import config_path
 from vopstore.refs import validate_name
@@ -90,10 +93,6 @@ def load_config(path: Path | None = None) -> Config:
 
 def save_config(config: Config, path: Path | None = None) -> None:
     """Write ``config.toml`` atomically."""
-    import tomli_w
-
-    from vopstore.checkpoint import atomic_write_bytes
-
     remotes = {}
     for name, remote in sorted(config.remotes.items()):
         remotes[name] = {k: v for k, v in asdict(remote).items() if k != "name" and v is not None}
