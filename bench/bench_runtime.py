@@ -5,10 +5,12 @@ One command, prints medians and ratios measured in the same run:
     .venv/bin/python bench/bench_runtime.py            # ViT-B/32 architecture, random init, fp32, 2 threads
 
 * cached swap: what a request does to select a loaded task (snapshot + lookup + index
-  tensor; and with the gather of every prompt tensor) at 1/16/64/1000 loaded tasks, against
+  tensor; and with the gather of the prompts and cached keys/values a request reads) at
+  1/16/64/1000 loaded tasks, against
   PEFT's ``set_adapter`` and ``load_adapter`` with a LoRA r=2 on q_proj/v_proj of both towers
   (122,880 parameters, as many as a ViT-B/32 ``vop`` prompt set);
-* cold load: ``Retriever.load`` from the local cache, and pulled from S3 on loopback (moto);
+* cold load: ``Retriever.load`` from the local cache (with and without precompute), and pulled
+  from S3 on loopback (moto);
 * throughput: a 64-row text batch whose rows name 1/4/16/64 tasks, against the single-task
   batch and against sequential sub-batches per task (how PEFT serves mixed LoRA batches);
   a 16-video batch (4 frames each) with 1/4/16 tasks;
@@ -18,6 +20,10 @@ One command, prints medians and ratios measured in the same run:
   tasks: plain CLIP, PEFT's per-row mixed LoRA batch, and vopstore with every prompt row,
   ``precompute=False`` and ``precompute=True``, against the goal (16 tasks: >= 1.1x PEFT and
   >= 0.95x plain CLIP). ``--side-by-side-only`` runs just that.
+
+On a loaded shared machine pass ``--omp-passive``: spinning OpenMP workers otherwise take the
+core from the thread that has work, and small ops (PEFT's sub-batches, a load's precompute)
+cost ~0.5 ms each whatever their size.
 """
 
 from __future__ import annotations
@@ -128,15 +134,11 @@ def synthetic_sets(r, template_ref: str, start: int, stop: int) -> list:
     import torch
 
     from vopstore.runtime.loader import prepare
-    from vopstore.runtime.precompute import build_cache
 
-    base = prepare(r.source, r.backbone, template_ref, r.precompute)
-    out = []
-    for i in range(start, stop):
-        tensors = {n: t + 1e-3 * i for n, t in base.tensors.items()}
-        cache = build_cache(r.backbone, base.method_cls, base.config, tensors) if r.precompute else {}
-        out.append(dataclasses.replace(base, task=f"local/s{i}", ref=f"local/s{i}", tensors=tensors, cache=cache))
-    return out
+    base = prepare(r.source, r.backbone, template_ref)
+    sets = [dataclasses.replace(base, task=f"local/s{i}", ref=f"local/s{i}",
+                                tensors={n: t + 1e-3 * i for n, t in base.tensors.items()}) for i in range(start, stop)]
+    return r._with_caches(sets)
 
 
 def bench_swap(r, refs: list[str], counts: list[int]) -> dict[int, tuple[float, float]]:
@@ -277,10 +279,15 @@ def main() -> None:
     parser.add_argument("--no-video", action="store_true", help="skip the vision-batch throughput")
     parser.add_argument("--side-by-side-only", action="store_true", help="only the plain CLIP / PEFT / vopstore table")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the side-by-side table")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE: on a loaded shared machine, spinning OpenMP workers take the "
+                             "core from the thread that has work, and every small op then costs ~0.5 ms")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vop-bench-runtime-"))
     os.environ["VOPSTORE_HOME"] = str(work / "home")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.omp_passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when torch loads OpenMP, so before the import
     import torch
 
     torch.set_num_threads(args.threads)

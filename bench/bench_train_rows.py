@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE (see bench_runtime.py)")
     return p.parse_args(argv)
 
 
@@ -120,6 +121,8 @@ def time_method(backbone, name: str, args) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.omp_passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when torch loads OpenMP, so before the import
     import torch
 
     torch.set_num_threads(args.threads)

@@ -156,14 +156,15 @@ def test_forward_reads_the_cache(backbone, store, tmp_path):
     pix = pixels(2, seed=3)
     text, video = pre.encode_text(TEXTS[:2], task="local/a"), pre.encode_video(pix, task="local/a")
     (storage,) = pre._builder.storages.values()
-    for part in ("text.keys", "visual.keys", "video.keys"):
+    for part in ("text.kv", "visual.kv", "video.kv"):
         stored = storage.tensors[f"cache:{part}"]
-        saved = stored.clone()
-        stored.mul_(0.5)
-        changed = pre.encode_text(TEXTS[:2], task="local/a") if part == "text.keys" else \
-            pre.encode_video(pix, task="local/a")
-        assert (changed - (text if part == "text.keys" else video)).abs().max() > 1e-4, part
-        stored.copy_(saved)
+        for half in (slice(0, stored.shape[-1] // 2), slice(stored.shape[-1] // 2, None)):  # keys, then values
+            saved = stored.clone()
+            stored[..., half] *= 0.5
+            changed = pre.encode_text(TEXTS[:2], task="local/a") if part == "text.kv" else \
+                pre.encode_video(pix, task="local/a")
+            assert (changed - (text if part == "text.kv" else video)).abs().max() > 1e-4, (part, half)
+            stored.copy_(saved)
 
 
 def test_max_bytes_counts_the_cache(backbone, store, tmp_path):
@@ -195,7 +196,7 @@ def test_eviction_frees_the_cache(backbone, store, tmp_path):
     r = Retriever(backbone, store=store, max_tasks=1)
     r.load("local/a")
     snapshot = r.snapshot()
-    cache = weakref.ref(snapshot.bank.groups[snapshot.entry("local/a").group].cache["text.keys"])
+    cache = weakref.ref(snapshot.bank.groups[snapshot.entry("local/a").group].cache["text.kv"])
     del snapshot
     r.load("local/b")  # evicts a: its group empties and drops its storage, cache included
     gc.collect()

@@ -15,7 +15,7 @@ import torch
 
 from vopstore.errors import BackboneMismatchError, InvalidCheckpointError, NotFoundError, StoreUnavailableError
 from vopstore.refs import parse_ref
-from vopstore.runtime.precompute import build_cache, tensor_bytes
+from vopstore.runtime.precompute import tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ def check_compatible(info: Any, backbone: Any) -> Any:
     return get_method(info.method)
 
 
-def prepare(source: Source, backbone: Any, ref: str, precompute: bool = True) -> Prepared:
+def prepare(source: Source, backbone: Any, ref: str) -> Prepared:
     """Resolve ``ref``, check it fits ``backbone``, fetch and verify its bytes, build its tensors
-    and (``precompute``) the keys and values that depend only on the prompt set.
+    (its cache comes later, for many sets at once: :func:`vopstore.runtime.precompute.with_caches`).
 
     Raises:
         NotFoundError (task, version, alias), UnknownMethodError, BackboneMismatchError,
@@ -106,9 +106,7 @@ def prepare(source: Source, backbone: Any, ref: str, precompute: bool = True) ->
     path = source.fetch(info)
     method = _build(path, info, backbone)
     tensors = {name: p.detach().to(backbone.device, backbone.dtype) for name, p in method.named_parameters()}
-    cache = build_cache(backbone, method_cls, method.config, tensors) if precompute else {}
-    nbytes, extra = tensor_bytes(tensors), tensor_bytes(cache)
-    return Prepared(task_key(info), ref, info, method_cls, method.config, tensors, nbytes + extra, cache, extra)
+    return Prepared(task_key(info), ref, info, method_cls, method.config, tensors, tensor_bytes(tensors))
 
 
 def _build(path: Path, info: Any, backbone: Any) -> Any:

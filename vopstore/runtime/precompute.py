@@ -9,7 +9,8 @@
   the inter-frame layers included); prompts generated from the frames (VoP^C) are not.
 
 The cache of one prompt set is a dict of tensors stored in the bank next to its
-prompts (stacked per group, gathered per row, evicted with its task). A request
+prompts (stacked per group, gathered per row, evicted with its task), each holding
+keys and values side by side in its last dimension (one gather per request). A request
 assembles each row's keys exactly as the method assembles its prompts: the methods
 only gather, repeat and concatenate prompt tokens (never mix them) and the key and
 value maps act on each token alone, so handing the method the keys in place of the
@@ -18,6 +19,7 @@ prompts yields the rows' keys.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import torch
@@ -25,21 +27,52 @@ import torch
 from vopstore.prompts.base import gather
 from vopstore.prompts.block import KeysValues, activation_of, layer_kv, run_block
 from vopstore.prompts.forward import TextPrompts
+from vopstore.runtime.bank import group_key
 
 INTER_FRAME = "video"  # VoP^F's video-level prompts: row j enters layer k_shallow + j
 
 
+def with_caches(backbone: Any, prepared: list) -> list:
+    """The prepared sets (``vopstore.runtime.loader.Prepared``) with their caches and bytes.
+
+    One batched computation per (method, config): it reads the towers' weights once
+    however many sets load together.
+    """
+    by_group: dict = {}
+    for i, item in enumerate(prepared):
+        by_group.setdefault(group_key(item.method_cls.name, item.config), []).append(i)
+    out = list(prepared)
+    for rows in by_group.values():
+        first = prepared[rows[0]]
+        stacked = {name: torch.stack([prepared[i].tensors[name] for i in rows]) for name in first.tensors}
+        cache = build_cache(backbone, first.method_cls, first.config, stacked)
+        for s, i in enumerate(rows):
+            own = {name: tensor[s] for name, tensor in cache.items()}
+            extra = tensor_bytes(own)
+            out[i] = dataclasses.replace(prepared[i], cache=own, nbytes=prepared[i].nbytes + extra, cache_bytes=extra)
+    return out
+
+
 def build_cache(backbone: Any, method_cls: Any, config: Any, tensors: Mapping[str, torch.Tensor]) -> dict:
-    """The cache of ONE prompt set (``tensors`` without a set dimension): {name: tensor}."""
+    """The caches of S prompt sets of one method and config (``tensors``: {name: (S, ...)}).
+
+    Returns {name + ".kv": (S, ...)} with keys and values side by side in the last dimension.
+    """
     cache = {}
     with torch.no_grad():
         if config.text_layout == "prefix":
-            keys, values = text_prefix_kv(backbone, tensors["text"].unsqueeze(0))
-            cache["text.keys"], cache["text.values"] = keys[0], values[0]
+            cache["text.kv"] = torch.cat(text_prefix_kv(backbone, tensors["text"]), dim=-1)
         for name in getattr(method_cls, "cached_prompts", ()):
             first = config.k_shallow if name == INTER_FRAME else 0
-            cache[f"{name}.keys"], cache[f"{name}.values"] = vision_prompt_kv(backbone, tensors[name], first)
+            per_layer = tensors[name].movedim(1, 0)  # (layers, S, ..., D)
+            cache[f"{name}.kv"] = torch.cat(vision_prompt_kv(backbone, per_layer, first), dim=-1).movedim(0, 1)
     return cache
+
+
+def halves(kv: torch.Tensor) -> KeysValues:
+    """(keys, values) from a tensor holding them side by side in its last dimension."""
+    width = kv.shape[-1] // 2
+    return kv[..., :width], kv[..., width:]
 
 
 def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
@@ -95,24 +128,21 @@ def vision_prompt_kv(backbone: Any, prompts: torch.Tensor, first_layer: int) -> 
 
 def text_prompts(view: Any, index: torch.Tensor) -> TextPrompts:
     """Per-row text prompts of a bank group: from the cache when it has the text keys, else the method's."""
-    if "text.keys" not in view.cache:
+    if "text.kv" not in view.cache:
         return view.method_cls.text_prompts(view.config, view.tensors, index)
-    cache = (gather(view.cache["text.keys"], index), gather(view.cache["text.values"], index))
-    return TextPrompts(prompts=None, layout=view.config.text_layout, cache=cache)
+    return TextPrompts(prompts=None, layout=view.config.text_layout, cache=halves(gather(view.cache["text.kv"], index)))
 
 
 def video_prompts(view: Any, index: torch.Tensor, frames: int) -> Any:
     """Per-row visual prompts of a bank group, with the cached keys and values attached."""
     method_cls, config, tensors = view.method_cls, view.config, view.tensors
     prompts = method_cls.video_prompts(config, tensors, index, frames)
-    names = [name for name in getattr(method_cls, "cached_prompts", ()) if f"{name}.keys" in view.cache]
+    names = [name for name in getattr(method_cls, "cached_prompts", ()) if f"{name}.kv" in view.cache]
     if not names:
         return prompts
-    keys = method_cls.video_prompts(config, {**tensors, **{n: view.cache[f"{n}.keys"] for n in names}}, index, frames)
-    values = method_cls.video_prompts(config, {**tensors, **{n: view.cache[f"{n}.values"] for n in names}}, index,
-                                      frames)
+    kv = method_cls.video_prompts(config, {**tensors, **{n: view.cache[f"{n}.kv"] for n in names}}, index, frames)
     if any(name != INTER_FRAME for name in names):
-        prompts.shallow_kv = lambda layer: (keys.shallow(layer, None), values.shallow(layer, None))
+        prompts.shallow_kv = lambda layer: halves(kv.shallow(layer, None))
     if INTER_FRAME in names:
-        prompts.video_kv = (keys.video, values.video)
+        prompts.video_kv = halves(kv.video)
     return prompts

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from vopstore.errors import ConfigError, NotFoundError
-from vopstore.runtime import encode
+from vopstore.runtime import encode, precompute
 from vopstore.runtime.bank import Bank, BankBuilder, Entry
 from vopstore.runtime.loader import Prepared, Source, prepare
 
@@ -291,7 +291,7 @@ class Retriever:
 
     def load_many(self, refs: Iterable[str]) -> list[Any]:
         """Load several refs all-or-nothing, in one bank swap; return their ``VersionInfo``s."""
-        prepared = [prepare(self.source, self.backbone, ref, self.precompute) for ref in refs]
+        prepared = self._with_caches([prepare(self.source, self.backbone, ref) for ref in refs])
         self._commit(prepared)
         return [p.info for p in prepared]
 
@@ -319,7 +319,7 @@ class Retriever:
             if info.digest != entry.info.digest or info.number != entry.info.number:
                 changed.append(_prepare_resolved(self, entry.ref, info))
                 seen[entry.task] = _identity(entry)
-        committed = self._commit(changed, expected=seen)
+        committed = self._commit(self._with_caches(changed), expected=seen)
         return {p.task: p.info for p in committed}
 
     # -- internals --------------------------------------------------------------------------------
@@ -344,6 +344,9 @@ class Retriever:
         # dict assignment and next() on a count are atomic under the GIL: no lock on the request path
         for task in tasks:
             self._last_used[task] = next(self._clock)
+
+    def _with_caches(self, prepared: list[Prepared]) -> list[Prepared]:
+        return precompute.with_caches(self.backbone, prepared) if self.precompute and prepared else prepared
 
     def _commit(self, prepared: list[Prepared], expected: Mapping[str, tuple] | None = None) -> list[Prepared]:
         """Swap in ``prepared``; with ``expected`` (refresh: task -> the entry it looked at), a task
@@ -393,7 +396,7 @@ def _identity(entry: Entry) -> tuple:
 
 def _prepare_resolved(retriever: Retriever, ref: str, info: Any) -> Prepared:
     """``prepare`` for a version already resolved (refresh resolves once, then loads the exact version)."""
-    return prepare(_Pinned(retriever.source, ref, info), retriever.backbone, ref, retriever.precompute)
+    return prepare(_Pinned(retriever.source, ref, info), retriever.backbone, ref)
 
 
 class _Pinned:
