@@ -26,6 +26,7 @@ from vopstore.errors import (AuthenticationError, PermissionDeniedError, RateLim
                              VopstoreError)
 from vopstore.server.ratelimit import RateLimiter
 from vopstore.server.settings import ServerSettings
+from vopstore.server.uploads import UploadFolder
 from vopstore.store.direct import DirectRegistry
 from vopstore.store.open import open_store
 from vopstore.store.tenants import TokenIdentity
@@ -43,6 +44,7 @@ class ServerState:
     registry: object  # DirectRegistry over the server's database and blobs
     limiter: RateLimiter
     uploads: asyncio.Semaphore  # uploads in flight per worker: their spooled files stay under N x max_upload_bytes
+    upload_folder: UploadFolder  # resumable uploads' partial bytes, shared by every worker
 
     def scoped(self, identity: TokenIdentity):
         """A registry handle that reaches only the token's tenant and names the token in the audit log."""
@@ -95,8 +97,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     _rename_blobs(registry.blobs, f"{settings.name}'s blob store")  # ... nor its bucket or folder
     app = FastAPI(title="vopstore registry", version=__version__,
                   description="Multi-tenant store of VoP prompt sets. Every /v1 call needs a bearer token.")
+    upload_folder = UploadFolder(settings.upload_folder(), settings.upload_ttl_s)
+    upload_folder.sweep()  # abandoned sessions go at startup (and whenever a session starts)
     app.state.vopstore = ServerState(settings, registry, RateLimiter(settings.rate, settings.burst),
-                                     asyncio.Semaphore(settings.max_concurrent_uploads))
+                                     asyncio.Semaphore(settings.max_concurrent_uploads), upload_folder)
     app.include_router(router, prefix="/v1")
     _add_health(app)
     _add_error_handlers(app)

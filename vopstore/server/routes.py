@@ -10,8 +10,9 @@ from __future__ import annotations
 import tempfile
 from contextlib import ExitStack
 from datetime import datetime
+from typing import Optional
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 
@@ -20,8 +21,9 @@ from vopstore.core import validate_digest
 from vopstore.errors import ConfigError, NotFoundError, QuotaExceededError
 from vopstore.refs import Ref, parse_ref, parse_task, validate_alias, validate_name
 from vopstore.server import schemas as s
-from vopstore.server.app import PROBLEM_TYPE, needs, state
+from vopstore.server.app import PROBLEM_TYPE, needs, problem, state
 from vopstore.server.streams import blob_body, range_start, spool
+from vopstore.server.uploads import OffsetMismatch, append_chunk, check_room
 from vopstore.store.direct import json_object
 from vopstore.store.info import VersionInfo
 from vopstore.store.sql import task_not_found
@@ -134,6 +136,65 @@ async def upload(tenant: str, digest: str, request: Request, who: TokenIdentity 
             blob = await spool(request.stream(), digest, limit, folder)
             await run_in_threadpool(shared.scoped(who).upload, blob, tenant)
     return {"digest": digest, "size": blob.size}
+
+
+_OFFSET_HEADER = {"Upload-Offset": {"description": "bytes the upload holds", "schema": {"type": "integer"}}}
+
+
+@router.get("/tenants/{tenant}/blobs/{digest}/upload", response_model=s.UploadState, tags=["write"],
+            responses={200: {"headers": _OFFSET_HEADER},
+                       404: {**PROBLEMS[404], "description": "no upload of that digest under way (or another tenant)"}})
+def upload_state(tenant: str, digest: str, request: Request, response: Response, who: TokenIdentity = Depends(writer)):
+    """Where a resumable upload stands: the bytes the server holds (continue there), or complete."""
+    _own_tenant(who, tenant)
+    found = state(request).upload_folder.state(tenant, validate_digest(digest))
+    if found is None:
+        raise NotFoundError(f"no upload of {digest[:12]}... is under way; start one with PATCH at Upload-Offset 0")
+    response.headers["Upload-Offset"] = str(found.offset)
+    return {"digest": digest, "offset": found.offset, "complete": found.complete}
+
+
+@router.patch("/tenants/{tenant}/blobs/{digest}/upload", response_model=s.UploadState, tags=["write"],
+              responses={200: {"headers": _OFFSET_HEADER},
+                         409: {**PROBLEMS[409], "headers": _OFFSET_HEADER,
+                               "description": "Upload-Offset is not where the upload stands (that is in the "
+                                              "Upload-Offset header), or another upload of the blob is appending"}},
+              openapi_extra={"requestBody": {"content": {
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload_chunk(tenant: str, digest: str, request: Request, response: Response,
+                       upload_offset: Optional[int] = Header(None, ge=0, description="where this chunk starts "
+                                                             "(required; 0 starts an upload)"),
+                       upload_length: Optional[int] = Header(None, ge=1, description="the whole blob's size in bytes "
+                                                             "(required)"),
+                       who: TokenIdentity = Depends(writer)):
+    """Append a chunk to a resumable upload; the chunk that completes it stages the blob like a whole-body PUT.
+
+    A body cut short keeps the bytes that arrived: ask ``GET`` of this path where to continue.
+    The whole is verified (sha256 ``digest``, a valid prompt set) before anything is staged.
+    """
+    _own_tenant(who, tenant)  # first: another tenant's path answers as a missing tenant's, whatever the headers
+    validate_digest(digest)
+    if upload_offset is None or upload_length is None:
+        raise ConfigError("a chunk needs the headers Upload-Offset (0 to start) and Upload-Length (the blob's size)")
+    shared = state(request)
+    limit = shared.settings.max_upload_bytes
+    if upload_length > limit:
+        raise QuotaExceededError(f"upload of {upload_length} bytes is over this registry's limit of {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and upload_offset + int(declared) > upload_length:
+        raise QuotaExceededError(f"a chunk of {declared} bytes at Upload-Offset {upload_offset} runs past "
+                                 f"Upload-Length {upload_length}")
+    registry = shared.scoped(who)
+    if upload_offset == 0:  # the quota, before the first byte of a new upload is read
+        await run_in_threadpool(check_room, registry, tenant, digest, upload_length)
+    async with shared.uploads:
+        try:
+            found = await append_chunk(shared.upload_folder, tenant, digest, upload_offset, upload_length,
+                                       request.stream(), lambda blob: registry.upload(blob, tenant))
+        except OffsetMismatch as exc:
+            return problem(409, exc.code, str(exc), {"Upload-Offset": str(exc.offset)})
+    response.headers["Upload-Offset"] = str(found.offset)
+    return {"digest": digest, "offset": found.offset, "complete": found.complete}
 
 
 @router.post("/tenants/{tenant}/tasks/{task}/versions", response_model=s.VersionCreated, status_code=201,

@@ -91,6 +91,14 @@ class Uploaded(BaseModel):
     size: int
 
 
+class UploadState(BaseModel):
+    """Where a resumable upload stands (also in the ``Upload-Offset`` header)."""
+
+    digest: str
+    offset: int = Field(description="bytes the server holds: send the next chunk at this Upload-Offset")
+    complete: bool = Field(description="the blob is verified and staged: register it as a version")
+
+
 class VerifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

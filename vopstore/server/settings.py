@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from vopstore.errors import ConfigError
+from vopstore.home import home_dir
 
 _PREFIX = "VOPSTORE_SERVER_"
 
@@ -23,6 +25,9 @@ class ServerSettings:
         burst: how many requests a token may make at once before ``rate`` applies.
         presign: serve S3 downloads as short-lived presigned URLs (307) instead of through the server.
         presign_ttl_s: how long such a URL lives.
+        upload_dir: where resumable uploads keep their partial bytes; every worker must see the same folder
+            (default ``$VOPSTORE_HOME/registry-uploads`` of the server process).
+        upload_ttl_s: a resumable upload untouched this long is abandoned: its partial bytes are removed.
         name: how the registry calls itself in messages (never the database URL).
     """
 
@@ -34,11 +39,19 @@ class ServerSettings:
     max_concurrent_uploads: int = 4
     presign: bool = False
     presign_ttl_s: int = 60
+    upload_dir: str | None = None
+    upload_ttl_s: int = 24 * 3600
     name: str = "the registry"
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1 or self.max_concurrent_uploads < 1 or self.rate < 0 or self.burst < 1 or self.presign_ttl_s < 1:
             raise ConfigError("max_upload_bytes, burst and presign_ttl_s must be positive and rate >= 0")
+        if self.upload_ttl_s < 1:
+            raise ConfigError(f"upload_ttl_s must be a positive number of seconds, got {self.upload_ttl_s}")
+
+    def upload_folder(self) -> Path:
+        """The folder of resumable uploads' partial bytes (not created here)."""
+        return Path(self.upload_dir).expanduser() if self.upload_dir else home_dir() / "registry-uploads"
 
     def to_env(self) -> dict[str, str]:
         return {_PREFIX + k.upper(): str(v) for k, v in asdict(self).items() if v is not None}

@@ -8,6 +8,8 @@ bytes are verified against the digest the registry recorded, whether they came
 through the server or from a presigned S3 URL. Blobs stream both ways: uploads
 from a file, downloads into ``{file}.part`` that a later call resumes with a
 ``Range`` request (served by the registry or by S3 behind a presigned URL).
+A blob over one upload chunk (16 MiB) goes up as a resumable upload: a later
+call, or the same one after a dropped connection, sends only what the server lacks.
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ import httpx
 from vopstore import __version__
 from vopstore.blobs.transfer import CHUNK, BlobFile, Progress, RangeIgnored, download_verified, iter_file
 from vopstore.checkpoint import read_checkpoint
-from vopstore.errors import (AuthenticationError, BlobIntegrityError, ConfigError, RateLimitedError,
-                             StoreUnavailableError, VopstoreError, error_for_code)
+from vopstore.errors import (AuthenticationError, BlobIntegrityError, ConfigError, NotFoundError,
+                             RateLimitedError, StoreUnavailableError, VopstoreError, error_for_code)
 from vopstore.refs import parse_ref, parse_task
 from vopstore.store.cache import BlobCache
 from vopstore.store.info import TaskInfo, VersionInfo
-from vopstore.store.payload import Payload, digest_of
+from vopstore.store.payload import Payload, digest_of, size_of
 
 RETRIED_STATUS = {429, 502, 503, 504}
 MAX_RETRY_WAIT_S = 10.0
+DEFAULT_UPLOAD_CHUNK = 16 << 20  # blobs larger than one chunk go up as a resumable upload, a chunk per request
 
 
 class HttpRegistry:
@@ -46,12 +49,15 @@ class HttpRegistry:
         token: an API token; its tenant is this registry's scope.
         tenant: if given, must be the token's tenant.
         cache: the local cache that :meth:`fetch` fills (default: ``$VOPSTORE_HOME/cache``).
-        timeout_s: per-request timeout; retries: attempts for idempotent calls (``$VOPSTORE_HTTP_RETRIES``).
+        timeout_s: per-request timeout; retries: attempts for idempotent calls (``$VOPSTORE_HTTP_RETRIES``),
+            and for each stretch of a resumable upload that makes no progress.
+        upload_chunk: bytes per request of a resumable upload (``$VOPSTORE_UPLOAD_CHUNK_SIZE``, default 16 MiB);
+            smaller blobs go up in one request.
     """
 
     def __init__(self, url: str, token: str | None = None, *, tenant: str | None = None,
                  cache: BlobCache | None = None, timeout_s: float = 30.0, retries: int | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, upload_chunk: int | None = None) -> None:
         self.url = url.rstrip("/")
         token = token or os.environ.get("VOPSTORE_TOKEN")
         if not token:
@@ -62,6 +68,9 @@ class HttpRegistry:
         self._wanted_tenant, self._identity = tenant, None
         self.cache = cache or BlobCache()
         self.retries = retries if retries is not None else int(os.environ.get("VOPSTORE_HTTP_RETRIES", "4"))
+        self.upload_chunk = upload_chunk if upload_chunk is not None else upload_chunk_size()
+        if self.upload_chunk < 1:
+            raise ConfigError(f"upload_chunk must be a positive number of bytes, got {self.upload_chunk}")
         self._http = httpx.Client(base_url=f"{self.url}/v1", timeout=timeout_s, follow_redirects=True,
                                   transport=transport, headers={"Authorization": f"Bearer {token}",
                                                                 "User-Agent": f"vopstore/{__version__}"})
@@ -197,8 +206,10 @@ class HttpRegistry:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _upload(self, tenant: str, data: Payload, progress: Progress | None = None) -> str:
-        """PUT the blob (a file is streamed, never read whole); return its digest."""
+        """PUT the blob (a file is streamed, never read whole), or send a big one resumably; return its digest."""
         digest = digest_of(data)
+        if size_of(data) > self.upload_chunk and self._upload_resumable(tenant, digest, data, progress):
+            return digest
         headers = {"Content-Type": "application/octet-stream"}
         if isinstance(data, BlobFile):
             headers["Content-Length"] = str(data.size)  # the server refuses an upload over its limit before reading it
@@ -207,6 +218,62 @@ class HttpRegistry:
             body = lambda: data  # noqa: E731
         self._call("PUT", f"/tenants/{_q(tenant)}/blobs/{digest}", body=body, headers=headers)
         return digest
+
+    def _upload_resumable(self, tenant: str, digest: str, data: Payload, progress: Progress | None) -> bool:
+        """Send the blob a chunk per PATCH, from where the server stands: a rerun sends only the missing bytes.
+
+        After a dropped connection (or a 409, 404 or 5xx) the server is asked how many bytes it holds
+        and the upload goes on from there; ``retries`` failures in a row without progress give up.
+        False (nothing sent) when the server predates resumable uploads: the caller PUTs the blob whole.
+        """
+        path, total = f"/tenants/{_q(tenant)}/blobs/{digest}/upload", size_of(data)
+        offset, complete = self._upload_state(path)
+        resumed, failures = offset > 0 and not complete, 0
+        if progress is not None:
+            progress(offset, total)  # what an earlier, interrupted call already sent
+        while not complete:
+            end = min(total, offset + self.upload_chunk)
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(end - offset),
+                       "Upload-Offset": str(offset), "Upload-Length": str(total)}
+            try:
+                response = self._http.request("PATCH", path, headers=headers,
+                                              content=_byte_range(data, offset, end, total, progress))
+            except httpx.HTTPError as exc:
+                response, problem = None, StoreUnavailableError(
+                    f"{self.url}: the upload broke off ({type(exc).__name__}: {_first_line(exc)}); run the command "
+                    "again to resume it")
+            if response is not None and response.status_code < 400:
+                state = response.json()
+                offset, complete, failures = state["offset"], state["complete"], 0
+                continue
+            if response is not None and response.status_code in (404, 405) and offset == 0:
+                return False  # a server without resumable uploads (or a path it refuses): its PUT says which
+            if response is not None:
+                problem = _error(response, self.url)
+                if isinstance(problem, BlobIntegrityError) and resumed:  # bytes another call left were damaged
+                    offset, resumed = 0, False  # the server dropped them: one clean try from the start
+                    continue
+                if response.status_code not in {404, 409, *RETRIED_STATUS}:
+                    raise problem
+            failures += 1
+            if failures >= max(1, self.retries):
+                raise problem
+            if response is None or response.status_code != 409:
+                wait = getattr(problem, "retry_after", None) or 0.2 * 2 ** failures * random.uniform(0.5, 1.5)
+                time.sleep(min(MAX_RETRY_WAIT_S, wait))
+            before = offset
+            offset, complete = self._upload_state(path)
+            if offset > before:  # the server kept part of the chunk: progress, not a failure
+                failures = 0
+        return True
+
+    def _upload_state(self, path: str) -> tuple[int, bool]:
+        """(bytes the server holds, whether the upload is complete): (0, False) when none is under way."""
+        try:
+            state = self._call("GET", path)
+        except NotFoundError:
+            return 0, False
+        return state["offset"], state["complete"]
 
     def _download(self, info: VersionInfo, dest: Path, progress: Progress | None = None) -> BlobFile:
         path = f"/tenants/{_q(info.tenant)}/tasks/{_q(info.task)}/versions/v{info.number}/blob"
@@ -276,6 +343,37 @@ def _error(response: httpx.Response, url: str) -> VopstoreError:
     if isinstance(error, AuthenticationError):
         return AuthenticationError(f"{url}: {detail}")
     return error
+
+
+def upload_chunk_size() -> int:
+    """Bytes per request of a resumable upload: ``$VOPSTORE_UPLOAD_CHUNK_SIZE``, else 16 MiB."""
+    raw = os.environ.get("VOPSTORE_UPLOAD_CHUNK_SIZE")
+    if raw is None:
+        return DEFAULT_UPLOAD_CHUNK
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"VOPSTORE_UPLOAD_CHUNK_SIZE must be a positive number of bytes, got {raw!r}; "
+                          "e.g. 16777216 (16 MiB)")
+    return int(raw)
+
+
+def _byte_range(data: Payload, start: int, end: int, total: int, progress: Progress | None) -> Iterator[bytes]:
+    """Bytes ``start:end`` of the payload, a piece at a time (a file is read, never held whole)."""
+    done = start
+    handle = open(data.path, "rb") if isinstance(data, BlobFile) else None
+    try:
+        if handle is not None:
+            handle.seek(start)
+        while done < end:
+            piece = handle.read(min(CHUNK, end - done)) if handle is not None else data[done:min(end, done + CHUNK)]
+            if not piece:  # the file shrank since it was hashed: the server refuses the short body
+                return
+            done += len(piece)
+            if progress is not None:
+                progress(done, total)
+            yield piece
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 def _version(d: dict) -> VersionInfo:
