@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-video", action="store_true", help="skip the vision-batch throughput")
     parser.add_argument("--side-by-side-only", action="store_true", help="only the plain CLIP / PEFT / vopstore table")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the side-by-side table")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the side-by-side table")
     parser.add_argument("--omp-passive", action="store_true",
                         help="OMP_WAIT_POLICY=PASSIVE: on a loaded shared machine, spinning OpenMP workers take the "
                              "core from the thread that has work, and every small op then costs ~0.5 ms")

@@ -67,7 +67,7 @@ def child(args) -> dict:
 
     torch.set_num_threads(args.threads)
     from vopstore.backbone import load_backbone
-    from vopstore.prompts import build_method, encode_text, encode_video
+    from vopstore.prompts import encode_text, encode_video
     from vopstore.trainer.loss import contrastive_loss
 
     backbone = load_backbone(args.backbone_dir)
@@ -78,10 +78,9 @@ def child(args) -> dict:
         params = list(backbone.model.parameters())
     else:
         from vopstore.trainer.config import TrainConfig
-        from vopstore.trainer.recipe import method_defaults
+        from vopstore.trainer.recipe import build_method_for
 
-        extra = method_defaults(TrainConfig(method=args.child, num_frames=args.frames), backbone)
-        method = build_method(args.child, backbone, seed=0, **extra).train()
+        method = build_method_for(TrainConfig(method=args.child, num_frames=args.frames, seed=0), backbone).train()
         params = [p for p in method.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.2)
     gen = torch.Generator().manual_seed(0)

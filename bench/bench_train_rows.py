@@ -93,12 +93,10 @@ def make_step(backbone, method, ids, pixels, full_rows: bool):
 def time_method(backbone, name: str, args) -> dict:
     import torch
 
-    from vopstore.prompts import build_method
     from vopstore.trainer.config import TrainConfig
-    from vopstore.trainer.recipe import method_defaults
+    from vopstore.trainer.recipe import build_method_for
 
-    extra = method_defaults(TrainConfig(method=name, num_frames=args.frames), backbone)
-    method = build_method(name, backbone, seed=0, **extra).train()
+    method = build_method_for(TrainConfig(method=name, num_frames=args.frames, seed=0), backbone).train()
     generator = torch.Generator().manual_seed(0)
     size = backbone.image_size
     pixels = torch.randn(args.batch, args.frames, 3, size, size, generator=generator)

@@ -20,9 +20,9 @@ def _bytes(n: int) -> str:
 
 
 def _runtime(row: dict) -> str:
-    if row["served"]:
-        return "co-batched"
-    return "per row (planned)" if row["co_batch"] else "own model (planned)"
+    if not row["served"]:
+        return "not served"
+    return "co-batched" if row["co_batch"] else "own model"
 
 
 @app.command("methods")
@@ -44,4 +44,5 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON for s
     typer.echo(f"trainable = every tensor that trains and is saved, including the frame position embedding of the "
                f"F methods; paper share = the count Table 1 uses (without that embedding) over the paper's "
                f"{PAPER_FULL_PARAMS / 1e6:.1f} M 'Full'; stored = the bytes of one version's file at fp32. "
-               f"The runtime serves the VoP family today; baselines are trained, stored and evaluated.")
+               "runtime: co-batched = rows of many versions share a forward on the one backbone; own model = "
+               "its tensors sit beside the backbone's and its rows run in a forward of their own.")

@@ -1,6 +1,7 @@
 """``vopstore train``, ``vopstore eval`` and ``vopstore demo``: thin wrappers over vopstore.trainer.
 
-torch and transformers are imported inside the commands, never at import time.
+The trainer (numpy, torch, transformers) is imported inside the commands, never at import time,
+so ``vopstore --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typer
 
 from vopstore.cli.app import app
 from vopstore.cli.output import print_json, print_table
+from vopstore.errors import ConfigError
 
 _METRIC_KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
@@ -67,7 +69,7 @@ def train(
     overrides = {"method": method, "backbone": backbone, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "num_frames": num_frames, "max_steps": max_steps, "select": select, "val_fraction": val_fraction}
     overrides["strict"] = strict or None  # None: the preset's or --set's value stands
-    cfg = build_config(preset_for(task, preset), overrides, sets)
+    cfg = build_config(preset_for(task, preset), overrides, sets)  # a bad method or option fails here, before data
     result = train_task(task, data, cfg, run_dir=run_dir, store=_open(store), message=message,
                         progress=not as_json and sys.stderr.isatty(), log=_say(as_json))
     if int(os.environ.get("RANK", "0")) != 0 or result.ref is None:
@@ -93,8 +95,6 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrieval metrics (R@1/5/10, MdR, MnR, both directions) of a version or of the zero-shot backbone."""
-    from vopstore.errors import ConfigError
-
     sets = [*sets, "strict=true"] if strict else sets
     if zero_shot == bool(ref):
         raise ConfigError("give either a REF or --zero-shot (with --task), not both or neither")

@@ -293,15 +293,22 @@ def test_the_store_refuses_a_baseline_that_does_not_fit(name, change, message, t
         open_store().add("t", path)
 
 
-def test_the_runtime_refuses_a_baseline_with_one_clear_line(tmp_path, tiny_backbone):
+def test_the_runtime_serves_a_stored_baseline_as_the_model_it_was_trained_as(tmp_path, tiny_backbone):
     from vopstore.runtime import Retriever
     from vopstore.store import open_store
 
     store = open_store()
-    build("bias", tiny_backbone).save(tmp_path / "b.safetensors", tiny_backbone)
+    method = build("bias", tiny_backbone, seed=3)
+    method.save(tmp_path / "b.safetensors", tiny_backbone)
     store.add("t", tmp_path / "b.safetensors")
-    with pytest.raises(UnknownMethodError, match="is a baseline.*does not serve baselines yet"):
-        Retriever(tiny_backbone, store=store).load("t")
+    retriever = Retriever(tiny_backbone, store=store)
+    retriever.load("t")
+    reference = _reference_model("bias", method, tiny_backbone)
+    ids = tiny_backbone.tokenize(TEXTS)
+    with torch.no_grad():
+        expected = reference.get_text_features(input_ids=ids)
+    expected = getattr(expected, "pooler_output", expected)
+    torch.testing.assert_close(retriever.encode_text(TEXTS, "t"), expected, atol=1e-5, rtol=0)
 
 
 # --- mixed-version batches of the co-batchable baselines ---------------------------------------------------------

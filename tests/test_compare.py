@@ -120,12 +120,11 @@ def test_bad_arguments_are_one_line_errors(run, args, message):
 
 def test_a_recorded_version_is_reused_only_with_the_same_bytes_and_training_config(tiny_backbone, tmp_path):
     from vopstore.prompts import build_method
-    from vopstore.prompts.registry import save_prompt_set
     from vopstore.store import open_store
     from vopstore.trainer.config import TrainConfig
 
     path = tmp_path / "prompts.safetensors"
-    save_prompt_set(build_method("vop", tiny_backbone, seed=1), path, tiny_backbone)
+    build_method("vop", tiny_backbone, seed=1).save(path, tiny_backbone)
     cfg = TrainConfig(method="vop", backbone="tiny")
     store = open_store()
     info = store.add("t", path, training_config={**cfg.to_dict(), "steps": 3})

@@ -46,8 +46,8 @@ def test_msrvtt_presets_differ_only_in_train_split():
 
 def test_overrides_apply_in_order_and_parse_as_toml():
     cfg = build_config("lsmdc", overrides={"lr": 3e-4, "epochs": None},
-                       sets=["epochs=2", "method=vop-f", "method_config={n_prompts = 4}"])
-    assert (cfg.lr, cfg.epochs, cfg.method, cfg.method_config) == (3e-4, 2, "vop-f", {"n_prompts": 4})
+                       sets=["epochs=2", "method=vop-f", "method_config={k_shallow = 4}"])
+    assert (cfg.lr, cfg.epochs, cfg.method, cfg.method_config) == (3e-4, 2, "vop-f", {"k_shallow": 4})
 
 
 def test_int_given_for_float_field_is_accepted():

@@ -265,3 +265,23 @@ def test_emptied_groups_release_their_storage(tiny_backbone, store, tmp_path):
     r.load("local/g1")  # a dropped group comes back in a fresh storage
     torch.testing.assert_close(r.encode_text(TEXTS, task="local/g1"), oracle_text(tiny_backbone, files[1], TEXTS),
                                atol=ATOL, rtol=0)
+
+
+def test_a_remote_that_does_not_answer_is_logged_and_the_store_serves(tiny_backbone, store, tmp_path, caplog):
+    from vopstore.errors import StoreUnavailableError
+
+    class Unreachable:
+        default_tenant = "local"
+
+        def resolve(self, ref):
+            raise StoreUnavailableError("registry http://10.0.0.9:8000 unreachable: connection refused")
+
+    info, path = publish(store, tiny_backbone, tmp_path, "local/a", "vop", 0)
+    r = Retriever(tiny_backbone, store=store, remote=Unreachable())
+    with caplog.at_level("WARNING", logger="vopstore.runtime.loader"):
+        assert r.load("local/a").digest == info.digest
+    warned = [rec for rec in caplog.records if rec.name == "vopstore.runtime.loader"]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert "local/a" in warned[0].getMessage() and "connection refused" in warned[0].getMessage()
+    torch.testing.assert_close(r.encode_text(TEXTS, task="local/a"), oracle_text(tiny_backbone, path, TEXTS),
+                               atol=ATOL, rtol=0)

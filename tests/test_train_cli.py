@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -79,6 +82,9 @@ def test_train_prints_the_ref_for_people(capsys, toy_task, tiny_backbone_dir):
     (["train", "--task", "Bad/Name", "--data", "."], "task"),
     (["train", "--task", "toy", "--data", "/nonexistent/data"], "not found"),
     (["train", "--task", "toy", "--data", ".", "--set", "epochs=0"], "epochs"),
+    # the method's own settings are checked with the options, before the (missing) data folder is read
+    (["train", "--task", "toy", "--data", "/nonexistent/data", "--method", "vop-f", "--set",
+      "method_config={k_shallo=3}"], "unknown setting(s) ['k_shallo'] for VopFConfig"),
     (["eval", "--data", "."], "--zero-shot"),
 ])
 def test_user_errors_are_one_line_and_exit_1(capsys, argv, message):
@@ -94,3 +100,22 @@ def test_an_image_size_the_backbone_does_not_take_is_refused(capsys, toy_task, t
               "--frames", "4", "--batch-size", "4", "--max-steps", "1", "--set", "image_size=224"])
     last = capsys.readouterr().err.splitlines()[-1]  # progress lines come first on stderr
     assert exc.value.code == 1 and last.startswith("error: image_size=224")
+
+
+def test_an_unknown_method_is_refused_before_any_data_or_backbone_is_read(tmp_path, vopstore_home):
+    # Neither folder exists: were either read first, the error would name it, not the method. A fresh
+    # interpreter shows what the refusal imported: no torch (no backbone) and no av (no video decoded).
+    argv = ["train", "--task", "toy", "--method", "vop-x", "--data", str(tmp_path / "no-data"),
+            "--backbone", str(tmp_path / "no-backbone")]
+    code = ("import sys\nfrom vopstore.cli.app import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit as exc:\n    status = exc.code\n"
+            "print(status, *[m for m in ('torch', 'av', 'transformers') if m in sys.modules])")
+    env = {**os.environ, "VOPSTORE_HOME": str(vopstore_home)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split() == ["1"], done.stderr
+    err = done.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: unknown method 'vop-x'")
+    for known in ("vop-f+p", "adapter-attn"):  # the choices: prompt methods and baselines
+        assert known in err
+    assert "no-data" not in err and "no-backbone" not in err
+    assert not (tmp_path / "no-data").exists() and not (vopstore_home / "runs").exists()

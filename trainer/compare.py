@@ -26,7 +26,7 @@ from vopstore.backbone import load_backbone
 from vopstore.core import atomic_write_bytes, default_device, short_digest
 from vopstore.errors import ConfigError, NotFoundError
 from vopstore.home import home_dir
-from vopstore.prompts.registry import get_method
+from vopstore.prompts.configs import config_class
 from vopstore.refs import validate_name
 from vopstore.store import open_store
 from vopstore.trainer.config import TrainConfig, build_config, config_from_dict, preset_for
@@ -77,7 +77,7 @@ class Comparison:
 
 
 def parse_methods(text: str | Iterable[str]) -> list[str]:
-    """Method names from ``"vop,vop-f"`` (or a list), each checked against the method registry.
+    """Method names from ``"vop,vop-f"`` (or a list), each one the trainer takes: a prompt method or a baseline.
 
     Raises:
         UnknownMethodError: a name the trainer does not know (the message lists the choices).
@@ -88,7 +88,7 @@ def parse_methods(text: str | Iterable[str]) -> list[str]:
     if not names:
         raise ConfigError("--methods is empty; give a comma-separated list, e.g. --methods vop,vop-f")
     for name in names:
-        get_method(name)
+        config_class(name)
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ConfigError(f"--methods names {', '.join(twice)} more than once; list each method once")

@@ -9,14 +9,14 @@ are parsed as TOML values (so ``lr=3e-4``, ``method_config={n_prompts=4}`` and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
+from vopstore.core import short_digest
 from vopstore.errors import ConfigError, NotFoundError
+from vopstore.prompts.configs import config_class
 from vopstore.trainer.selection import SELECT_RULES, parse_metric
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
@@ -47,7 +47,7 @@ class TrainConfig:
     num_frames: int = 12
     image_size: int = 0  # 0: the backbone's; otherwise it must match the backbone (checked at set-up)
     lr: float = 1e-3
-    aux_lr: float = 1e-4  # BiLSTM / FC of VoP^C (spec §6.3)
+    aux_lr: float = 1e-4  # VoP^C's BiLSTM + FC: plain weights with no published rate, so below the prompts'
     weight_decay: float = 0.2
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
@@ -74,8 +74,13 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field."""
+        """Raise :class:`ConfigError` naming the first bad field (UnknownMethodError for ``method``).
+
+        Only names and values are checked here, nothing is read or loaded: a bad command fails
+        before any video is decoded or backbone loaded.
+        """
         _check_types(self)
+        config_class(self.method)
         _check_selection(self)
         positive = ("epochs", "batch_size", "grad_accum", "eval_batch_size", "num_frames",
                     "checkpoint_every", "log_every")
@@ -114,8 +119,7 @@ class TrainConfig:
 
     def digest(self) -> str:
         """Short stable hash of the config, used to name a resumable run directory."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return short_digest(self.to_dict())
 
 
 def _field_types() -> dict[str, type]:
@@ -205,7 +209,9 @@ def build_config(preset: str | None = None, overrides: Mapping[str, Any] | None 
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return TrainConfig(**values)
+    cfg = TrainConfig(**values)
+    config_class(cfg.method).from_dict(cfg.method_config)  # the method's own settings too, before any data is read
+    return cfg
 
 
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:

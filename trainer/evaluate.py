@@ -6,18 +6,23 @@ embeddings) goes through exactly the same path as a prompted one.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from vopstore.progress import ProgressBar
+from vopstore.prompts import encode_text, encode_video
+from vopstore.trainer.batches import frames_of, make_dataset
+from vopstore.trainer.data.sample import group_by_video
+from vopstore.trainer.metrics import query_ranks
+
 
 @torch.no_grad()
 def encode_texts(backbone, method, captions: Sequence[str], batch_size: int, autocast) -> torch.Tensor:
     """(N, D) L2-normalised text embeddings, in order."""
-    from vopstore.prompts import encode_text
-
     n_prompts = getattr(method, "text_tokens", 0) if method is not None else 0
     out = []
     for start in range(0, len(captions), batch_size):
@@ -31,9 +36,6 @@ def encode_texts(backbone, method, captions: Sequence[str], batch_size: int, aut
 def encode_videos(backbone, method, dataset, batch_size: int, autocast,
                   on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """(N, D) L2-normalised pooled video embeddings of ``dataset`` items, in order."""
-    from vopstore.prompts import encode_video
-    from vopstore.trainer.batches import frames_of
-
     out = []
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
@@ -54,8 +56,6 @@ class Scores:
 
     def ranks(self) -> dict:
         """``{"t2v": QueryRanks, "v2t": QueryRanks}`` (see :mod:`vopstore.trainer.metrics`)."""
-        from vopstore.trainer.metrics import query_ranks
-
         return query_ranks(self.sim, self.text_to_video)
 
     def metrics(self) -> dict:
@@ -73,11 +73,6 @@ def score(backbone, method, samples, cfg, autocast=None, progress: bool = False)
     Videos with several captions are encoded once; the caption -> video map goes
     with the matrix, so t2v ranks the right video and v2t takes the best caption.
     """
-    from contextlib import nullcontext
-
-    from vopstore.trainer.batches import make_dataset
-    from vopstore.trainer.data.sample import group_by_video
-
     autocast = autocast or nullcontext
     videos, text_to_video = group_by_video(list(samples))
     dataset = make_dataset(videos, cfg, backbone, train=False)
@@ -85,8 +80,8 @@ def score(backbone, method, samples, cfg, autocast=None, progress: bool = False)
     if method is not None:
         method.eval()
     try:
-        with _bar(progress, "evaluating", len(videos)) as advance:
-            video_emb = encode_videos(backbone, method, dataset, cfg.eval_batch_size, autocast, advance)
+        with ProgressBar("evaluating", len(videos), enabled=progress, transient=True) as bar:
+            video_emb = encode_videos(backbone, method, dataset, cfg.eval_batch_size, autocast, bar.advance)
         text_emb = encode_texts(backbone, method, [s.caption for s in samples], cfg.eval_batch_size, autocast)
     finally:
         if method is not None:
@@ -101,25 +96,3 @@ def evaluate(backbone, method, samples, cfg, autocast=None, progress: bool = Fal
         ``{"t2v": {"R@1", "R@5", "R@10", "MdR", "MnR"}, "v2t": {...}}``.
     """
     return score(backbone, method, samples, cfg, autocast, progress).metrics()
-
-
-class _bar:
-    """A rich progress bar over videos, or nothing when ``enabled`` is false."""
-
-    def __init__(self, enabled: bool, label: str, total: int):
-        self.enabled, self.label, self.total = enabled, label, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=True)
-        self.progress.start()
-        task = self.progress.add_task(self.label, total=self.total)
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.stop()
-        return False

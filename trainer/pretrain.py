@@ -21,7 +21,6 @@ level, as it does on CLIP.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -31,7 +30,12 @@ from typing import Callable
 
 import torch
 
+from vopstore.backbone import CLIP_MEAN, CLIP_STD, Backbone, load_tokenizer, save_random_backbone
+from vopstore.core import short_digest
 from vopstore.errors import ConfigError
+from vopstore.prompts import build_method, encode_text, encode_video
+from vopstore.trainer.data.synthetic import sample_static_pairs
+from vopstore.trainer.loss import contrastive_loss
 
 MARKER = "vopstore-pretrain.json"
 
@@ -67,8 +71,8 @@ class PretrainConfig:
             raise ConfigError("prompt_noise must be in [0, 1] and max_noise_prompts >= 1")
 
     def digest(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """Short stable hash of the settings: the name of the cached backbone's folder."""
+        return short_digest(dataclasses.asdict(self))
 
 
 def clip_config(cfg: PretrainConfig):
@@ -101,8 +105,6 @@ def pretrain_clip(model, tokenize: Callable[[list[str]], torch.Tensor], images: 
     steps with random prompts (``cfg.prompt_noise``); without it every step is plain CLIP.
     """
     from transformers import get_cosine_schedule_with_warmup
-
-    from vopstore.trainer.loss import contrastive_loss
 
     pixels = _pixel_values(torch.as_tensor(images), mean, std)
     ids = tokenize(list(captions))
@@ -151,8 +153,6 @@ def _with_fillers(ids: torch.Tensor, max_fillers: int, gen: torch.Generator) -> 
 def _random_prompt_features(backbone, ids: torch.Tensor, pixels: torch.Tensor, cfg: PretrainConfig,
                             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Text and image features through a fresh, untrained VoP prompt set of random lengths."""
-    from vopstore.prompts import build_method, encode_text, encode_video
-
     n_text, n_visual = (int(n) for n in torch.randint(1, cfg.max_noise_prompts + 1, (2,), generator=gen))
     method = build_method("vop", backbone, seed=int(torch.randint(0, 2**31, (1,), generator=gen)),
                           text_prompts=n_text, visual_prompts=n_visual).requires_grad_(False)
@@ -173,8 +173,6 @@ def _trim(ids: torch.Tensor) -> torch.Tensor:
 
 def _training_backbone(model, tokenizer, cfg: PretrainConfig):
     """A :class:`Backbone` around the model being pretrained (not frozen), for the prompted forward."""
-    from vopstore.backbone import CLIP_MEAN, CLIP_STD, Backbone
-
     return Backbone(name="pretraining", model=model, tokenizer=tokenizer, image_size=cfg.image_size,
                     image_mean=CLIP_MEAN, image_std=CLIP_STD, fingerprint="", device=torch.device("cpu"),
                     dtype=torch.float32, resize_size=cfg.image_size, context_length=cfg.max_text_len)
@@ -207,9 +205,6 @@ def ensure_demo_backbone(home: Path, cfg: PretrainConfig = PretrainConfig(),
 
 def _build(folder: Path, cfg: PretrainConfig, log: Callable[[str], None]) -> dict:
     from transformers import CLIPModel
-
-    from vopstore.backbone import CLIP_MEAN, CLIP_STD, load_tokenizer, save_random_backbone
-    from vopstore.trainer.data import sample_static_pairs
 
     save_random_backbone(folder, clip_config(cfg), seed=cfg.seed)
     model = CLIPModel.from_pretrained(str(folder))

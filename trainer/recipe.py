@@ -1,12 +1,13 @@
 """The VoP training recipe: ``setup`` -> ``train`` -> ``evaluate`` -> ``save``.
 
 Plain functions over one small :class:`Run` record; the configuration lives in
-:class:`~vopstore.trainer.config.TrainConfig`. The recipe follows the paper and
-its X-Pool harness (spec §6, §12.8): symmetric InfoNCE at the frozen
-backbone's temperature, AdamW (wd 0.2) over the prompt parameters only, linear
-warm-up then cosine decay per step, grad-clip 1.0, gradient accumulation, bf16
-autocast on CUDA, fixed seeds. Under ``torchrun`` every rank feeds its share of
-the global batch and the loss is computed on the gathered embeddings.
+:class:`~vopstore.trainer.config.TrainConfig`. The recipe follows the paper and,
+where the paper is silent (warm-up, clipping, seed), the X-Pool code that VoP's
+code descends from: symmetric InfoNCE at the frozen backbone's temperature, AdamW
+(wd 0.2) over the prompt parameters only, linear warm-up then cosine decay per
+step, grad-clip 1.0, gradient accumulation, bf16 autocast on CUDA, fixed seeds.
+Under ``torchrun`` every rank feeds its share of the global batch and the loss is
+computed on the gathered embeddings.
 
 A run directory holds ``train-state.pt`` (prompt params, optimiser, scheduler,
 step; written atomically every ``checkpoint_every`` steps by rank 0),
@@ -19,7 +20,6 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from contextlib import closing, nullcontext
@@ -30,17 +30,25 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from vopstore.backbone import load_backbone
+from vopstore.core import atomic_write
 from vopstore.errors import ConfigError
+from vopstore.progress import ProgressBar
+from vopstore.prompts import build_method, encode_text, encode_video
+from vopstore.prompts.configs import Dims, complete_settings
 from vopstore.trainer import batches
 from vopstore.trainer.config import TrainConfig, config_from_dict
-from vopstore.trainer.distributed import DistInfo, barrier, gather_with_grad
+from vopstore.trainer.distributed import DistInfo, barrier, default_device, gather_with_grad
+from vopstore.trainer.evaluate import evaluate as evaluate_method
 from vopstore.trainer.loss import contrastive_loss
 from vopstore.trainer.selection import Selector, last_step_record, make_selector
 
 STATE_FILE = "train-state.pt"
 LOG_FILE = "log.jsonl"
-# Parameters of VoP^C's context generator train at ``aux_lr`` (spec §6.3); matched by name.
+# VoP^C's context generator (BiLSTM + FC, matched by name) trains at ``aux_lr``: the paper gives no rate for it,
+# and these are ordinary weight matrices, for which the prompt tokens' rate is too high a start.
 AUX_MODULES = ("cmm", "fc", "lstm")
 
 
@@ -57,8 +65,6 @@ class DualEncoder(nn.Module):
         self._backbone = (backbone,)  # a tuple hides it from nn.Module registration
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from vopstore.prompts import encode_text, encode_video
-
         backbone = self._backbone[0]
         return encode_text(backbone, input_ids, self.method), encode_video(backbone, pixel_values, self.method)
 
@@ -138,18 +144,12 @@ def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = 
         device: where to train (default: this rank's GPU, else CPU).
         selection: with ``select="best"``, the :class:`Selector` over the selection split.
     """
-    from vopstore.prompts import build_method
-    from vopstore.trainer.distributed import default_device
-
     dist = dist or DistInfo()
     device = device or default_device(dist)
     seed_everything(cfg.seed + dist.rank)
     if backbone is None:
-        from vopstore.backbone import load_backbone
-
         backbone = load_backbone(cfg.backbone, device=device)
-    method_config = method_defaults(cfg, backbone)
-    method = build_method(cfg.method, backbone, seed=cfg.seed, **method_config).to(backbone.device)
+    method = build_method_for(cfg, backbone).to(backbone.device)
     method.train()
     model = _wrap(DualEncoder(method, backbone), dist, backbone.device)
     micro = cfg.micro_batch(dist.world_size)
@@ -167,31 +167,20 @@ def setup(cfg: TrainConfig, train_samples: list, run_dir: Path, backbone: Any = 
     return run
 
 
-def method_defaults(cfg: TrainConfig, backbone: Any) -> dict:
-    """The method config, completed from the run: frames from ``num_frames``, K^s scaled to the depth.
+def build_method_for(cfg: TrainConfig, backbone: Any) -> nn.Module:
+    """``cfg.method``, freshly initialised from ``cfg.seed`` on ``backbone``.
 
-    The paper's K^s = 8 of 12 layers does not fit a small backbone; unless set, it
-    becomes the same two-thirds of the vision tower (at least 1, at most L - 1).
+    ``cfg.method_config`` is completed by the method's own config from the backbone's sizes
+    and ``cfg.num_frames`` (:func:`vopstore.prompts.configs.complete_settings`).
     """
-    from dataclasses import fields
-
-    from vopstore.baselines.registry import method_class  # issue 14: a prompt method or a baseline
-
-    names = {f.name for f in fields(method_class(cfg.method).config_class)}
-    out = dict(cfg.method_config)
-    if "num_frames" in names:
-        out.setdefault("num_frames", cfg.num_frames)
-    layers = backbone.model.config.vision_config.num_hidden_layers
-    if "k_shallow" in names and layers != 12:
-        out.setdefault("k_shallow", min(layers - 1, max(1, round(layers * 8 / 12))))
-    return out
+    dims = Dims.from_clip_config(backbone.model.config)
+    settings = complete_settings(cfg.method, dims, cfg.num_frames, cfg.method_config)
+    return build_method(cfg.method, backbone, seed=cfg.seed, **settings)
 
 
 def _wrap(module: DualEncoder, dist: DistInfo, device: torch.device) -> nn.Module:
     if not dist.enabled:
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids)
 
@@ -200,9 +189,9 @@ def _wrap(module: DualEncoder, dist: DistInfo, device: torch.device) -> nn.Modul
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` as one rename, fsynced: a kill mid-write leaves the last whole state, never a torn one."""
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _rng_state() -> dict:
@@ -271,13 +260,14 @@ def train(run: Run, progress: bool = True, stop_after: int | None = None,
     loss = float("nan")
     feed = batches.train_batches(run.dataset, _step_sampler(run, end), cfg.num_workers,
                                  pin_memory=torch.device(run.backbone.device).type == "cuda")
-    with _Progress(progress and run.dist.is_main, run.total_steps, run.step) as bar, closing(feed):
+    bar = ProgressBar("training", run.total_steps, enabled=progress and run.dist.is_main, completed=run.step)
+    with bar, closing(feed):
         while run.step < end:
             lr = run.scheduler.get_last_lr()[0]  # the lr this step uses (the scheduler steps after it)
             loss = _optimizer_step(run, autocast, next(feed))
             run.step += 1
             rate = (run.step - start_step) * cfg.batch_size / (time.perf_counter() - start)
-            bar.update(run.step, loss, lr, rate)
+            bar.update(run.step, info=f"loss {loss:.4f}  lr {lr:.2e}  {rate:.1f} clips/s")
             if run.step % cfg.log_every == 0 or run.step == end:
                 _log(run, {"step": run.step, "loss": loss, "lr": lr, "clips_per_s": rate})
                 if on_log and run.dist.is_main:
@@ -329,40 +319,11 @@ def _log(run: Run, record: dict) -> None:
         fh.write(json.dumps({"time": time.time(), **record}) + "\n")
 
 
-class _Progress:
-    """A rich progress bar showing loss, lr and clips/s; silent when disabled."""
-
-    def __init__(self, enabled: bool, total: int, completed: int):
-        self.enabled, self.total, self.completed = enabled, total, completed
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=self.total, completed=self.completed, info="")
-        return self
-
-    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
-        if self.enabled:
-            info = f"loss {loss:.4f}  lr {lr:.2e}  {rate:.1f} clips/s"
-            self.bar.update(self.task, completed=step, info=info)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False
-
-
 # --- evaluate / save ---------------------------------------------------------------------------------------------
 
 
 def evaluate(run: Run, test_samples: list, progress: bool = False) -> dict:
     """Retrieval metrics of the run's prompts on a test split (call on rank 0)."""
-    from vopstore.trainer.evaluate import evaluate as evaluate_method
-
     return evaluate_method(run.backbone, run.method, test_samples, run.cfg,
                            autocast_for(run.cfg, run.backbone.device), progress)
 

@@ -4,17 +4,26 @@
   launched by it), evaluate, register a new version; returns the new ref.
 * :func:`eval_version` - evaluate a stored version on a dataset's test split.
 * :func:`eval_zero_shot` - the backbone alone, through the same evaluation path.
+
+The modules that import torch (recipe, backbone, prompts, evaluation) or SQLAlchemy (the
+store) are imported inside the functions, after the cheap checks in front of them (task
+name, dataset folder), so a mistyped command is answered before seconds of imports.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from vopstore.core import default_device, short_digest
 from vopstore.errors import FileMissingError
-from vopstore.trainer.config import TrainConfig, config_from_dict
+from vopstore.home import home_dir
+from vopstore.refs import validate_name
+from vopstore.trainer.config import TrainConfig, config_from_dict, parse_override
+from vopstore.trainer.data import check_videos, read_split
+from vopstore.trainer.data.sample import skip_report
+from vopstore.trainer.selection import carve_validation, make_selector
 
 
 @dataclass
@@ -36,8 +45,6 @@ class TrainResult:
 
 def read_splits(cfg: TrainConfig, data: str | Path, train: bool = True):
     """(train samples or None, test samples) of the dataset at ``data``."""
-    from vopstore.trainer.data import check_videos, read_split
-
     root = Path(data)
     if not root.is_dir():
         raise FileMissingError(f"dataset folder not found: {root}; pass --data with a dataset root")
@@ -54,8 +61,7 @@ def read_splits(cfg: TrainConfig, data: str | Path, train: bool = True):
 
 def data_record(train_samples, test_samples) -> dict:
     """What a version records about its data: the skips of each split and the evaluation frame rule."""
-    from vopstore.trainer.data.frames import EVAL_SAMPLING
-    from vopstore.trainer.data.sample import skip_report
+    from vopstore.trainer.data.frames import EVAL_SAMPLING  # torch, through vopstore.video
 
     return {"skipped": {"train": skip_report(train_samples), "test": skip_report(test_samples)},
             "eval_sampling": EVAL_SAMPLING}
@@ -63,9 +69,7 @@ def data_record(train_samples, test_samples) -> dict:
 
 def default_run_dir(task: str, cfg: TrainConfig, data: str | Path) -> Path:
     """``$VOPSTORE_HOME/runs/<task>-<hash of config + data path>``: rerunning the same command resumes."""
-    from vopstore.home import home_dir
-
-    key = hashlib.sha256(f"{cfg.digest()}\0{Path(data).resolve()}".encode()).hexdigest()[:12]
+    key = short_digest({"config": cfg.to_dict(), "data": str(Path(data).resolve())})
     return home_dir() / "runs" / f"{task}-{key}"
 
 
@@ -77,7 +81,6 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
     Under ``torchrun`` every rank trains its share; rank 0 alone evaluates and
     writes the store, then every rank returns the same result.
     """
-    from vopstore.refs import validate_name
     from vopstore.trainer import recipe
     from vopstore.trainer.distributed import barrier, broadcast_object, init_distributed, shutdown
 
@@ -115,9 +118,6 @@ def train_task(task: str, data: str | Path, cfg: TrainConfig, *, run_dir: str | 
 def selection_split(cfg: TrainConfig, train_samples: list, test_samples: list,
                     log: Callable[[str], None] = lambda s: None):
     """(training samples, selector or None): ``select=best`` picks on held-out training videos or the test split."""
-    from vopstore.trainer.data import check_videos
-    from vopstore.trainer.selection import carve_validation, make_selector
-
     if cfg.select != "best":
         return train_samples, None
     if cfg.val_fraction:
@@ -143,7 +143,6 @@ def eval_version(ref: str, data: str | Path, sets: tuple[str, ...] = (), store: 
     """
     from vopstore.backbone import load_backbone
     from vopstore.prompts import load_prompt_set
-    from vopstore.trainer.config import parse_override
     from vopstore.trainer.evaluate import evaluate
 
     if store is None:
@@ -152,7 +151,7 @@ def eval_version(ref: str, data: str | Path, sets: tuple[str, ...] = (), store: 
         store = open_store()
     info = store.resolve(ref)
     cfg = config_from_dict({**(info.training_config or {}), **dict(parse_override(s) for s in sets)})
-    backbone = load_backbone(info.backbone_name, device=device or _device())
+    backbone = load_backbone(info.backbone_name, device=device or default_device())
     method = load_prompt_set(store.fetch(info), backbone)
     _, test_samples = read_splits(cfg, data, train=False)
     return {"ref": info.ref, "metrics": evaluate(backbone, method, test_samples, cfg, _autocast(cfg, backbone),
@@ -165,16 +164,6 @@ def eval_zero_shot(data: str | Path, cfg: TrainConfig, backbone: Any = None, dev
     from vopstore.backbone import load_backbone
     from vopstore.trainer.evaluate import evaluate
 
-    backbone = backbone or load_backbone(cfg.backbone, device=device or _device())
+    backbone = backbone or load_backbone(cfg.backbone, device=device or default_device())
     _, test_samples = read_splits(cfg, data, train=False)
     return evaluate(backbone, None, test_samples, cfg, _autocast(cfg, backbone), progress)
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def with_backbone(cfg: TrainConfig, backbone: str | None) -> TrainConfig:
-    return replace(cfg, backbone=backbone) if backbone else cfg

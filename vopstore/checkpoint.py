@@ -45,6 +45,19 @@ class PromptSetMeta:
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def for_tensors(cls, tensors: Mapping[str, Any], *, method: str, config: dict, backbone: Any,
+                    extra: dict | None = None) -> PromptSetMeta:
+        """The metadata of ``tensors`` trained as ``method`` with ``config`` on ``backbone``.
+
+        The dtype names and the parameter count are read off the tensors themselves, so the
+        file never says something its tensors contradict.
+        """
+        dtypes = {str(t.dtype).removeprefix("torch.") for t in tensors.values()}
+        return cls(method=method, config=config, backbone_name=backbone.name,
+                   backbone_fingerprint=backbone.fingerprint, dtype=",".join(sorted(dtypes)),
+                   params=sum(t.numel() for t in tensors.values()), extra=extra or {})
+
     def to_json(self) -> str:
         return canonical_json(asdict(self))
 

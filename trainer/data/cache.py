@@ -18,13 +18,11 @@ the uniform frames they would decode, under the same key.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from vopstore.core import atomic_write
+from vopstore.core import atomic_write, canonical_json, sha256_bytes
 
 
 class FrameCache:
@@ -37,8 +35,7 @@ class FrameCache:
         """A digest of the video's identity (resolved path, mtime, size) and the sampling parameters."""
         path = Path(video).resolve()
         st = path.stat()
-        ident = json.dumps([str(path), st.st_mtime_ns, st.st_size, sorted(sampling.items())])
-        return hashlib.sha256(ident.encode()).hexdigest()
+        return sha256_bytes(canonical_json([str(path), st.st_mtime_ns, st.st_size, sampling]).encode("utf-8"))
 
     def _file(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"

@@ -108,7 +108,7 @@ def check_videos(samples: list[Sample], on_error: str = "skip") -> SampleList:
     Returns:
         The samples whose video decodes, with the earlier ``skipped`` records plus one per bad video.
     """
-    from vopstore.trainer.data.frames import decode_at, open_video
+    from vopstore.trainer.data.frames import decode_at, open_video  # torch, through vopstore.video
 
     policy = ErrorPolicy(on_error, list(getattr(samples, "skipped", [])))
     verdict: dict[Path, bool] = {}

@@ -22,13 +22,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from vopstore.core import atomic_write_bytes
 from vopstore.errors import ConfigError
+from vopstore.trainer.data.mp4 import write_video
 from vopstore.trainer.data.render import COLOURS, SHAPES, blank, draw
 
 KINDS = ("move", "size", "sequence")
@@ -209,8 +210,6 @@ def _video_name(fmt: str, split: str, i: int, n_train: int) -> str:
 
 
 def _write_clip(root: Path, rel: str, spec: ClipSpec, size: int, frames: int) -> tuple[str, str, ClipSpec]:
-    from vopstore.trainer.data.mp4 import write_video
-
     write_video(root / rel, render_clip(spec, size, frames))
     return rel, caption(spec), spec
 
@@ -245,10 +244,7 @@ def _csv_text(rows: list[list[str]]) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 POSITIONS = {  # caption words -> (x, y) centre as fractions of the side

@@ -1,6 +1,6 @@
 """The paper's baselines as methods: trained by the same recipe, stored and versioned like prompt sets.
 
-Methods (VoP paper §4.1, Table 1; counts on CLIP ViT-B/32):
+Methods (the baselines of the VoP paper's Table 1; counts on CLIP ViT-B/32):
 
 * ``full``: every backbone weight (151,277,312; the temperature is stored, not trained).
 * ``bias``: every bias term, linear and LayerNorm (BitFit; 171,008).
@@ -25,6 +25,7 @@ Entry points (``build_method`` / ``load_prompt_set`` in vopstore.prompts take ba
     method = load_baseline(path, backbone)
     bank = stack_baselines([a, b, c])               # bias, proj, adapters: one forward, a set per row
     emb = encode_text_rows(backbone, ids, type(a), a.config, bank, set_index)
+    overrides = mixed_overrides(backbone.model, [RowGroup(...), ...], batch)   # bias + proj + adapter rows
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ _LAZY = {
     "Baseline": "vopstore.baselines.base",
     **dict.fromkeys(("BASELINE_CLASSES", "build_baseline", "get_baseline", "load_baseline", "method_class",
                      "save_baseline", "stack_baselines", "baseline_from_tensors"), "vopstore.baselines.registry"),
-    **dict.fromkeys(("encode_text_rows", "encode_video_rows", "encode_frames_rows"), "vopstore.baselines.rows"),
+    **dict.fromkeys(("encode_text_rows", "encode_video_rows", "encode_frames_rows", "mixed_overrides", "RowGroup"),
+                    "vopstore.baselines.rows"),
 }
 
 

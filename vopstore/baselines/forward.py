@@ -13,7 +13,10 @@ Without ``rows`` every override is shared by the whole batch (training, one vers
 With ``rows`` (a :class:`Rows` over a per-row ``set_index``) every override carries a
 leading **set dimension** S and row b uses set ``set_index[b]`` (a video's F frames use
 its row): versions of bias, proj or adapters then share one forward, as a gathered
-per-row add and a matmul per set present in the batch.
+per-row add and a matmul per set present in the batch. Versions of *different* baselines
+share one forward too (:func:`vopstore.baselines.rows.mixed_overrides`): ``param_rows``
+gives a replaced weight its own per-row index, and each :class:`AdapterRows` adds its
+adapters to its member rows only.
 
 With no overrides the result equals ``CLIPModel.get_text_features`` /
 ``get_image_features`` (pooled at the first EOT token, as vopstore.prompts does).
@@ -22,7 +25,7 @@ With no overrides the result equals ``CLIPModel.get_text_features`` /
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +56,26 @@ class Rows:
 
 
 @dataclass
+class AdapterRows:
+    """Adapters that only some rows of a batch use, each member row its own set (one adapter method and config).
+
+    Attributes:
+        adapters: "text" / "vision" -> {"down.weight" (S, L, h, D), ...} as in :class:`Overrides`.
+        position: "attn" or "ffn"; scale: the factor on the branch.
+        members: (M,) the rows of the batch that use these adapters.
+        rows: which set each member uses (M rows).
+        batch: how many rows the whole batch has (a video row spans its frames).
+    """
+
+    adapters: Mapping[str, Mapping[str, torch.Tensor]]
+    position: str
+    scale: float
+    members: torch.Tensor
+    rows: Rows
+    batch: int
+
+
+@dataclass
 class Overrides:
     """What replaces or joins the frozen backbone's weights in one forward (see the module docstring).
 
@@ -63,6 +86,9 @@ class Overrides:
         position: where the adapters sit: "attn" (parallel to self-attention) or "ffn" (to the MLP).
         scale: the factor on the adapter branch.
         rows: None (overrides shared by every row), or which set each row uses.
+        param_rows: parameter name -> which set of ``params[name]`` each row uses, where that
+            differs from ``rows`` (a mix of baselines that replace different weights).
+        adapter_rows: adapters that only some rows use (a mix of adapter methods and configs).
     """
 
     params: Mapping[str, torch.Tensor] = field(default_factory=dict)
@@ -70,24 +96,28 @@ class Overrides:
     position: str = "attn"
     scale: float = 1.0
     rows: Rows | None = None
+    param_rows: Mapping[str, Rows] = field(default_factory=dict)
+    adapter_rows: Sequence[AdapterRows] = ()
 
 
 # --- linear algebra where a tensor with one more dimension than the parameter is stacked over sets ----------
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           rows: Rows | None = None) -> torch.Tensor:
-    """``x @ weight.T + bias``; with ``rows``, ``weight`` may be (S, out, in) and ``bias`` (S, out)."""
+           rows: Rows | None = None, bias_rows: Rows | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias``; with ``rows``, ``weight`` may be (S, out, in) and ``bias`` (S, out)
+    (``bias_rows``: the bias's own per-row sets, when they are not ``rows``)."""
     if weight.dim() == 2 and (bias is None or bias.dim() == 1):
         return F.linear(x, weight, bias)
     y = F.linear(x, weight) if weight.dim() == 2 else _matmul_per_set(x, weight, rows)
     if bias is None:
         return y
-    return y + bias if bias.dim() == 1 else _per_row(y, rows.gather(bias), torch.add)
+    bias_rows = rows if bias_rows is None else bias_rows
+    return y + bias if bias.dim() == 1 else _per_row(y, bias_rows.gather(bias), torch.add)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-               rows: Rows | None = None) -> torch.Tensor:
+               rows: Rows | None = None, bias_rows: Rows | None = None) -> torch.Tensor:
     """LayerNorm over the last dimension; with ``rows``, ``weight`` / ``bias`` may be (S, D)."""
     width = x.shape[-1:]
     if weight.dim() == 1 and bias.dim() == 1:
@@ -95,7 +125,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     y = F.layer_norm(x, width, weight if weight.dim() == 1 else None, None, eps)
     if weight.dim() == 2:
         y = _per_row(y, rows.gather(weight), torch.mul)
-    return y + bias if bias.dim() == 1 else _per_row(y, rows.gather(bias), torch.add)
+    bias_rows = rows if bias_rows is None else bias_rows
+    return y + bias if bias.dim() == 1 else _per_row(y, bias_rows.gather(bias), torch.add)
 
 
 def _per_row(y: torch.Tensor, value: torch.Tensor, op: Callable) -> torch.Tensor:
@@ -121,16 +152,22 @@ class _Weights:
 
     def __init__(self, model: Any, overrides: Overrides) -> None:
         self.own, self.params, self.rows = dict(model.named_parameters()), overrides.params, overrides.rows
+        self.param_rows = overrides.param_rows
 
     def __call__(self, name: str) -> torch.Tensor:
         found = self.params.get(name)
         return found if found is not None else self.own[name]
 
+    def rows_of(self, name: str) -> Rows | None:
+        return self.param_rows.get(name, self.rows)
+
     def linear(self, x: torch.Tensor, prefix: str, bias: bool = True) -> torch.Tensor:
-        return linear(x, self(f"{prefix}.weight"), self(f"{prefix}.bias") if bias else None, self.rows)
+        return linear(x, self(f"{prefix}.weight"), self(f"{prefix}.bias") if bias else None,
+                      self.rows_of(f"{prefix}.weight"), self.rows_of(f"{prefix}.bias"))
 
     def norm(self, x: torch.Tensor, prefix: str, config: Any) -> torch.Tensor:
-        return layer_norm(x, self(f"{prefix}.weight"), self(f"{prefix}.bias"), config.layer_norm_eps, self.rows)
+        return layer_norm(x, self(f"{prefix}.weight"), self(f"{prefix}.bias"), config.layer_norm_eps,
+                          self.rows_of(f"{prefix}.weight"), self.rows_of(f"{prefix}.bias"))
 
 
 def text_features(backbone: Any, input_ids: torch.Tensor, overrides: Overrides | None = None) -> torch.Tensor:
@@ -171,26 +208,41 @@ def _encoder(x: torch.Tensor, w: _Weights, overrides: Overrides, config: Any, to
     from transformers.activations import ACT2FN
 
     act = ACT2FN[config.hidden_act]
-    adapters = overrides.adapters.get(tower)
     prefix = TEXT if tower == "text" else VISION
     for i in range(config.num_hidden_layers):
-        branch = None if adapters is None else _adapter_branch(adapters, i, overrides)
-        x = _block(x, w, f"{prefix}.encoder.layers.{i}", config, act, causal, branch, overrides.position)
+        x = _block(x, w, f"{prefix}.encoder.layers.{i}", config, act, causal, _branches(overrides, tower, i))
     return x
 
 
+Branch = tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]  # (position, (input, output) -> output)
+
+
+def _branches(overrides: Overrides, tower: str, layer: int) -> list[Branch]:
+    """The adapters of ``layer``: (where each sits, what it makes of its sublayer's input and output)."""
+    found = []
+    adapters = overrides.adapters.get(tower)
+    if adapters is not None:
+        branch = _adapter_branch(adapters, layer, overrides)
+        found.append((overrides.position, lambda h, out: out + branch(h)))
+    found += [(group.position, _members_branch(group, tower, layer))
+              for group in overrides.adapter_rows if tower in group.adapters]
+    return found
+
+
 def _block(x: torch.Tensor, w: _Weights, prefix: str, config: Any, act: Callable, causal: bool,
-           branch: Callable | None, position: str) -> torch.Tensor:
-    """One pre-LN CLIP block; ``branch`` (an adapter) runs on the same input as the sublayer at ``position``."""
+           branches: list[Branch]) -> torch.Tensor:
+    """One pre-LN CLIP block; each branch (an adapter) runs on the same input as the sublayer it sits beside."""
     h = w.norm(x, f"{prefix}.layer_norm1", config)
     out = _attention(h, w, f"{prefix}.self_attn", config.num_attention_heads, causal)
-    if branch is not None and position == "attn":
-        out = out + branch(h)
+    for position, branch in branches:
+        if position == "attn":
+            out = branch(h, out)
     x = x + out
     h = w.norm(x, f"{prefix}.layer_norm2", config)
     out = w.linear(act(w.linear(h, f"{prefix}.mlp.fc1")), f"{prefix}.mlp.fc2")
-    if branch is not None and position == "ffn":
-        out = out + branch(h)
+    for position, branch in branches:
+        if position == "ffn":
+            out = branch(h, out)
     return x + out
 
 
@@ -217,3 +269,20 @@ def _adapter_branch(tensors: Mapping[str, torch.Tensor], layer: int, overrides: 
         return overrides.scale * linear(z, pick("up.weight"), pick("up.bias"), rows).to(h.dtype)
 
     return branch
+
+
+def _members_branch(group: AdapterRows, tower: str, layer: int) -> Callable:
+    """Add ``group``'s adapter of ``layer`` to its member rows' sublayer output; the other rows keep theirs."""
+    tensors = group.adapters[tower]
+
+    def pick(name: str) -> torch.Tensor:
+        return tensors[name][:, layer]
+
+    def apply(h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        per_row = h.reshape(group.batch, -1, h.shape[-1])  # a video row's frames stay together
+        members = group.members.to(h.device)
+        z = F.relu(linear(per_row[members], pick("down.weight"), pick("down.bias"), group.rows))
+        delta = group.scale * linear(z, pick("up.weight"), pick("up.bias"), group.rows)
+        return out.reshape(per_row.shape).index_add(0, members, delta.to(out.dtype)).reshape(out.shape)
+
+    return apply

@@ -47,7 +47,7 @@ def baseline_rows(params: dict | None = None) -> list[dict]:
                      "paper_share": count / PAPER_FULL_PARAMS, "backbone_params": backbone_params,
                      "stored_bytes": checkpoint_size(shapes, _meta(name, config.to_dict(), stored)),
                      "runtime": BASELINES[name][1], "co_batch": BASELINES[name][1] == PER_ROW,
-                     "served": False, "summary": BASELINES[name][2]})
+                     "served": True, "summary": BASELINES[name][2]})
     return rows
 
 
@@ -60,7 +60,7 @@ def prompt_rows() -> list[dict]:
         method = build_meta(row["name"])
         shapes = {n: tuple(p.shape) for n, p in method.named_parameters()}
         meta = _meta(row["name"], method.config.to_dict(), row["trainable_params"],
-                     {"paper_params": row["paper_params"]})  # what save_prompt_set writes
+                     {"paper_params": row["paper_params"]})  # what PromptMethod.save writes
         rows.append({**row, "family": "VoP", "stored_params": row["trainable_params"],
                      "stored_bytes": checkpoint_size(shapes, meta), "runtime": "bank", "co_batch": True,
                      "served": True})

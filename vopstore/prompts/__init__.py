@@ -12,6 +12,10 @@ Entry points::
     digest = method.save(path, backbone)                                # one safetensors file, returns sha256
     method = load_prompt_set(path, backbone)                            # refuses another backbone
 
+Modules: ``configs`` (settings, torch-free) <- ``base`` (what methods share) <- one module per
+method <- ``registry`` (name -> class) <- ``io`` (a file back to a method); ``forward`` and
+``block`` are the prompted CLIP forward, ``schema`` the torch-free check of a stored set.
+
 The bank contract (mixed-task batches in one forward)
 -----------------------------------------------------
 The forward never reads a method's parameters directly. A method exposes its
@@ -43,12 +47,12 @@ from typing import Any
 # imported by the store without pulling torch in through this package's __init__.
 _LAZY = {
     "Dims": "vopstore.prompts.configs", "MethodConfig": "vopstore.prompts.configs",
-    "PromptMethod": "vopstore.prompts.base",
+    **dict.fromkeys(("PromptMethod", "stack_prompt_sets"), "vopstore.prompts.base"),
     **dict.fromkeys(("encode_text_bank", "encode_video_bank"), "vopstore.prompts.forward"),
-    # issue 14 (baselines as methods): these three take a baseline too and route it to its own forward.
+    # These three take a baseline too (baselines are methods) and route it to its own forward.
     **dict.fromkeys(("encode_frames", "encode_text", "encode_video"), "vopstore.baselines.dispatch"),
-    **dict.fromkeys(("METHODS", "build_method", "get_method", "load_prompt_set", "method_table",
-                     "stack_prompt_sets"), "vopstore.prompts.registry"),
+    **dict.fromkeys(("METHODS", "build_method", "get_method", "method_table"), "vopstore.prompts.registry"),
+    "load_prompt_set": "vopstore.prompts.io",
 }
 
 

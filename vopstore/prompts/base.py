@@ -1,18 +1,23 @@
-"""What every prompt method shares: backbone dimensions, the config base class, the module base class.
+"""What every prompt method shares: the module base class, its depth rules, and the bank helpers.
 
-The text side is the same for all six methods (deep text prompts, paper §3.2), so it
-lives here; each method module adds its visual side.
+The text side is the same for all six methods (fresh learned tokens after SOT at every
+prompted text layer), so it lives here; each method module adds its visual side. The
+method modules import their shared helpers from here and their config from
+:mod:`vopstore.prompts.configs` (torch-free, so the store can check a config without torch).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import os
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-# The configs and Dims are torch-free (vopstore.prompts.configs); re-exported here for the method modules.
-from vopstore.prompts.configs import TEXT_LAYOUTS, Dims, MethodConfig, _check_depth, depth_of  # noqa: F401
+from vopstore.checkpoint import PromptSetMeta, save_checkpoint
+from vopstore.errors import ConfigError, InvalidCheckpointError
+from vopstore.prompts.configs import Dims, MethodConfig, depth_of
+from vopstore.prompts.forward import TextPrompts
 
 
 def normal_param(shape: tuple[int, ...], std: float) -> nn.Parameter:
@@ -52,6 +57,14 @@ class PromptMethod(nn.Module):
         """How many of CLIP's 77 text positions the prompts take (pass to ``Backbone.tokenize``)."""
         return self.config.text_prompts
 
+    def intra_layers(self) -> int:
+        """Vision layers that attend within one frame: all of them, unless a VoP^F method says fewer."""
+        return self.dims.vision_layers
+
+    def visual_depth(self) -> int:
+        """How many intra-frame layers get fresh visual prompts (the config's ``visual_depth``; None: all)."""
+        return depth_of(self.config.visual_depth, self.intra_layers())
+
     def _build_visual(self) -> None:
         raise NotImplementedError
 
@@ -70,8 +83,6 @@ class PromptMethod(nn.Module):
     @classmethod
     def text_prompts(cls, config: MethodConfig, tensors: dict, set_index: torch.Tensor):
         """Per-row text prompts for a batch: (B, depth, P, D) gathered from the set dimension."""
-        from vopstore.prompts.forward import TextPrompts
-
         return TextPrompts(prompts=gather(tensors["text"], set_index), layout=config.text_layout)
 
     @classmethod
@@ -79,11 +90,22 @@ class PromptMethod(nn.Module):
         """Per-row visual prompts for a batch of ``len(set_index)`` videos of ``frames`` frames."""
         raise NotImplementedError
 
-    def save(self, path, backbone) -> str:
-        """Write this prompt set to one checkpoint file; return its sha256."""
-        from vopstore.prompts.registry import save_prompt_set
+    def save(self, path: str | os.PathLike, backbone: Any) -> str:
+        """Write this prompt set for ``backbone`` to one checkpoint file; return its sha256.
 
-        return save_prompt_set(self, path, backbone)
+        Read it back with :func:`vopstore.prompts.io.load_prompt_set`.
+        """
+        tensors = {name: p.detach() for name, p in self.named_parameters()}
+        meta = PromptSetMeta.for_tensors(tensors, method=self.name, config=self.config.to_dict(), backbone=backbone,
+                                         extra={"paper_params": self.paper_params()})
+        return save_checkpoint(path, tensors, meta)
+
+
+def check_frames(frames: int, num_frames: int, method: str) -> None:
+    """Refuse videos of more ``frames`` than the per-frame tables of ``method`` have rows (``num_frames``)."""
+    if frames > num_frames:
+        raise ConfigError(f"{method} was built for at most {num_frames} frames per video, got {frames}; "
+                          f"sample fewer frames or build it with num_frames={frames}")
 
 
 def gather(tensor: torch.Tensor, set_index: torch.Tensor) -> torch.Tensor:
@@ -97,3 +119,16 @@ def per_frame(tensor: torch.Tensor, frames: int) -> torch.Tensor:
     """(B, ...) -> (B*F, ...): the same value for every frame of a video."""
     batch = tensor.shape[0]
     return tensor.unsqueeze(1).expand(batch, frames, *tensor.shape[1:]).reshape(batch * frames, *tensor.shape[1:])
+
+
+def stack_prompt_sets(methods: list[PromptMethod]) -> dict[str, torch.Tensor]:
+    """Stack N prompt sets of one method and config into a bank: {name: (N, *shape)}, detached."""
+    if not methods:
+        raise ValueError("stack_prompt_sets needs at least one prompt set")
+    first = methods[0]
+    for other in methods[1:]:
+        if other.name != first.name or other.config != first.config:
+            raise InvalidCheckpointError(f"cannot stack {other.name} {other.config} with {first.name} "
+                                         f"{first.config}: a bank holds one method and one config")
+    return {name: torch.stack([dict(m.named_parameters())[name].detach() for m in methods])
+            for name, _ in first.named_parameters()}

@@ -1,7 +1,8 @@
 """The prompt methods' settings and the backbone sizes they need: plain dataclasses, no torch.
 
 Kept apart from the method modules so that the store can check a prompt set's config
-and tensor shapes (vopstore.prompts.schema) without importing torch.
+and tensor shapes (vopstore.prompts.schema), and the trainer can refuse an unknown
+method or setting before it loads anything, without importing torch.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
-from vopstore.errors import ConfigError
+from vopstore.baselines.configs import BASELINES, is_baseline
+from vopstore.errors import ConfigError, UnknownMethodError
 
 TEXT_LAYOUTS = ("prefix", "released")
+# The paper's K^s = 8 intra-frame layers of ViT-B/32's 12: the share a VoP^F method keeps on another depth.
+K_SHALLOW_SHARE = 8 / 12
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,14 @@ class MethodConfig:
             model: half after SOT, half at the end of a 77-long sequence, pooled at
             ``argmax(ids) + n`` with zeros as padding (so their checkpoint can be imported).
         init_std: std of the normal init of learned prompt tokens (paper code: 0.02).
+        visual_depth: how many vision layers get fresh visual prompts (None: every intra-frame layer).
     """
 
     text_prompts: int = 8
     text_depth: int | None = None
     text_layout: str = "prefix"
     init_std: float = 0.02
+    visual_depth: int | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -67,7 +73,27 @@ class MethodConfig:
 
     def validate_for(self, dims: Dims) -> None:
         """Check the settings that depend on the backbone's depth."""
-        _check_depth("text_depth", self.text_depth, dims.text_layers)
+        check_depth("text_depth", self.text_depth, dims.text_layers)
+        check_depth("visual_depth", self.visual_depth, dims.vision_layers)
+
+    @classmethod
+    def for_backbone(cls, dims: Dims, frames: int, settings: Mapping[str, Any] | None = None) -> MethodConfig:
+        """The config for a backbone of ``dims`` fed ``frames`` frames a video.
+
+        ``settings`` (the user's) win; a field they leave out that depends on the backbone or
+        the clip length gets the value :meth:`backbone_defaults` derives from them.
+
+        Raises:
+            ConfigError: an unknown or invalid setting, or one the backbone cannot take.
+        """
+        config = cls.from_dict({**cls.backbone_defaults(dims, frames), **(settings or {})})
+        config.validate_for(dims)
+        return config
+
+    @classmethod
+    def backbone_defaults(cls, dims: Dims, frames: int) -> dict[str, Any]:
+        """Defaults that follow from the backbone and the clip length (none for the shared settings)."""
+        return {}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -84,12 +110,14 @@ class MethodConfig:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def _check_depth(name: str, value: int | None, layers: int) -> None:
+def check_depth(name: str, value: int | None, layers: int) -> None:
+    """Refuse a prompt depth ``value`` (None: every layer) that the backbone's ``layers`` cannot hold."""
     if value is not None and not 1 <= value <= layers:
         raise ConfigError(f"{name} must be between 1 and {layers} (the backbone's layers), got {value}")
 
 
 def depth_of(value: int | None, layers: int) -> int:
+    """The layers a depth setting prompts: ``value``, or all ``layers`` when it is None."""
     return layers if value is None else value
 
 
@@ -99,15 +127,9 @@ class VopConfig(MethodConfig):
 
     Attributes:
         visual_prompts: visual prompt tokens per layer and frame (paper: 8).
-        visual_depth: how many vision layers get fresh prompts (None: all intra-frame layers).
     """
 
     visual_prompts: int = 8
-    visual_depth: int | None = None
-
-    def validate_for(self, dims: Dims) -> None:
-        super().validate_for(dims)
-        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
 
 
 @dataclass(frozen=True)
@@ -117,13 +139,16 @@ class VopPConfig(MethodConfig):
     shared_prompts: int = 4
     position_prompts: int = 4
     num_frames: int = 12
-    visual_depth: int | None = None
 
     def validate_for(self, dims: Dims) -> None:
         super().validate_for(dims)
-        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
         if self.num_frames < 1:
             raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
+
+    @classmethod
+    def backbone_defaults(cls, dims: Dims, frames: int) -> dict[str, Any]:
+        """One position-prompt slot per frame the videos are sampled to."""
+        return {**super().backbone_defaults(dims, frames), "num_frames": frames}
 
 
 @dataclass(frozen=True)
@@ -139,11 +164,6 @@ class VopCConfig(MethodConfig):
     generic_prompts: int = 4
     generated_prompts: int = 4
     cmm_hidden: int | None = None
-    visual_depth: int | None = None
-
-    def validate_for(self, dims: Dims) -> None:
-        super().validate_for(dims)
-        _check_depth("visual_depth", self.visual_depth, dims.vision_layers)
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,16 @@ class FunctionFields:
         if self.num_frames < 1:
             raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
 
+    @classmethod
+    def backbone_defaults(cls, dims: Dims, frames: int) -> dict[str, Any]:
+        """A frame position row per sampled frame, and K^s the paper's share of the vision tower.
+
+        The paper's K^s = 8 of 12 layers does not fit a smaller backbone; it becomes the same
+        two-thirds of its layers, at least 1 and at most all but one (one inter-frame layer).
+        """
+        k_shallow = min(dims.vision_layers - 1, max(1, round(dims.vision_layers * K_SHALLOW_SHARE)))
+        return {**super().backbone_defaults(dims, frames), "num_frames": frames, "k_shallow": k_shallow}
+
 
 @dataclass(frozen=True)
 class VopFConfig(FunctionFields, VopConfig):
@@ -184,3 +214,40 @@ class VopFPConfig(FunctionFields, VopPConfig):
 @dataclass(frozen=True)
 class VopFCConfig(FunctionFields, VopCConfig):
     """VoP^C's settings plus ``k_shallow``, ``video_prompts`` and ``num_frames``."""
+
+
+# method name -> its config class; vopstore.prompts.registry.METHODS must agree (a test checks it).
+METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
+    "vop": VopConfig, "vop-p": VopPConfig, "vop-c": VopCConfig,
+    "vop-f": VopFConfig, "vop-f+p": VopFPConfig, "vop-f+c": VopFCConfig,
+}
+
+
+def config_class(method: str) -> type:
+    """The config class of any trainable method: a VoP prompt method's or a baseline's (no torch needed).
+
+    Raises:
+        UnknownMethodError: no such method; the message lists every one there is.
+    """
+    if method in METHOD_CONFIGS:
+        return METHOD_CONFIGS[method]
+    if is_baseline(method):
+        return BASELINES[method][0]
+    raise UnknownMethodError(f"unknown method {method!r}; choose a prompt method ({', '.join(METHOD_CONFIGS)}) "
+                             f"or a baseline ({', '.join(BASELINES)})")
+
+
+def complete_settings(method: str, dims: Dims, frames: int, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` of ``method`` completed for a backbone of ``dims`` fed ``frames`` frames a video.
+
+    A prompt method's config completes itself (:meth:`MethodConfig.for_backbone`); a baseline's
+    settings depend on neither, so they come back as given (its builder checks them).
+
+    Raises:
+        UnknownMethodError: no such method.
+        ConfigError: an unknown or invalid setting, or one the backbone cannot take.
+    """
+    cls = config_class(method)
+    if is_baseline(method):
+        return dict(settings)
+    return cls.for_backbone(dims, frames, settings).to_dict()

@@ -253,7 +253,7 @@ def encode_frames(backbone: Any, pixel_values: torch.Tensor, method: Any = None)
 
 
 def pool_frames(frames: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-    """Mean of the L2-normalised frame embeddings (paper §3.1), optionally re-normalised."""
+    """Mean of the L2-normalised frame embeddings (every frame weighs the same), optionally re-normalised."""
     pooled = F.normalize(frames, dim=-1).mean(dim=1)
     return F.normalize(pooled, dim=-1) if normalize else pooled
 
@@ -300,7 +300,7 @@ def _intra_frame_full(vision: Any, x: torch.Tensor, prompts: VideoPrompts | None
     (``cls_only``: the last layer computes and returns the CLS row alone)."""
     layers = vision.encoder.layers
     n = 0 if prompts is None else prompts.n_prompts
-    if n:  # layer-0 prompts go through pre_layrnorm, as in the authors' code (spec §1.2)
+    if n:  # layer-0 prompts go through pre_layrnorm with the patches: the authors' code inserts them before it
         x = torch.cat([x[:, :1], prompts.shallow(0, x).to(x.dtype), x[:, 1:]], dim=1)
     x = vision.pre_layrnorm(x)
     for i in range(k):
@@ -342,7 +342,7 @@ def _intra_frame(vision: Any, x: torch.Tensor, prompts: VideoPrompts, k: int, ac
 
 
 def _fresh(vision: Any, prompts: VideoPrompts, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-    """The fresh prompt tokens of intra-frame ``layer`` (layer 0's through pre_layrnorm, spec §1.2)."""
+    """The fresh prompt tokens of intra-frame ``layer`` (layer 0's through pre_layrnorm, as in the full forward)."""
     content = prompts.shallow(layer, hidden).to(hidden.dtype)
     return vision.pre_layrnorm(content) if layer == 0 else content
 

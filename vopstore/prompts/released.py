@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from vopstore.errors import FileMissingError, InvalidCheckpointError
+from vopstore.prompts.registry import build_method
 
 TEXT_KEY = "text_prompt_learner.text_prompts"
 VISUAL_KEY = "visual_prompt_learner.visual_prompts"
@@ -117,8 +118,6 @@ def released_prompt_set(checkpoint: ReleasedCheckpoint, backbone: Any) -> Any:
     Raises:
         InvalidCheckpointError: the prompts do not fit the backbone (widths, or more layers than it has).
     """
-    from vopstore.prompts.registry import build_method
-
     config = backbone.model.config
     text_layers, visual_layers = config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers
     for name, prompts, layers, width in (

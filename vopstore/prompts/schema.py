@@ -19,16 +19,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from vopstore.baselines.configs import is_baseline  # issue 14 (torch-free)
+from vopstore.baselines.configs import is_baseline  # torch-free
 from vopstore.errors import ConfigError, InvalidCheckpointError, UnknownMethodError
-from vopstore.prompts.configs import (Dims, MethodConfig, VopCConfig, VopConfig, VopFCConfig, VopFConfig,
-                                      VopFPConfig, VopPConfig, depth_of)
+from vopstore.prompts.configs import METHOD_CONFIGS, Dims, MethodConfig, depth_of
 
-# method name -> its config class; vopstore.prompts.registry.METHODS must agree (a test checks it).
-METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
-    "vop": VopConfig, "vop-p": VopPConfig, "vop-c": VopCConfig,
-    "vop-f": VopFConfig, "vop-f+p": VopFPConfig, "vop-f+c": VopFCConfig,
-}
 _FUNCTION_SPECIFIC = frozenset({"vop-f", "vop-f+p", "vop-f+c"})
 _FINITE_CHUNK = 4 << 20  # bytes of a tensor checked for NaN/inf at once
 _VISUAL = ("visual", "shared", "generic", "video", "frame_pos")  # tensors whose last dim is the vision width
@@ -110,7 +104,7 @@ def check_prompt_set(meta: Any, entries: dict, body: bytes | memoryview, source:
         UnknownMethodError: the method is not one of vopstore's.
         InvalidCheckpointError: anything else that does not fit the method.
     """
-    if is_baseline(meta.method):  # issue 14: a stored baseline (full, bias, ...) has its own schema
+    if is_baseline(meta.method):  # a stored baseline (full, bias, ...) has its own schema
         from vopstore.baselines.schema import check_baseline  # it imports FLOAT_DTYPES from here: a cycle
 
         return check_baseline(meta, entries, body, source)

@@ -1,13 +1,14 @@
-"""VoP: deep text prompts and deep visual prompts, the same for every frame (paper §3.2, spec §1)."""
+"""VoP: deep text prompts and deep visual prompts, the same for every frame of a video.
+
+Each prompted vision layer gets fresh learned tokens inserted after every frame's CLS;
+a frame attends to its own patches and these tokens only.
+"""
 
 from __future__ import annotations
 
-from vopstore.prompts.base import PromptMethod, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.base import PromptMethod, gather, normal_param, per_frame
 from vopstore.prompts.configs import VopConfig
 from vopstore.prompts.forward import VideoPrompts
-
-
-
 
 
 class Vop(PromptMethod):
@@ -18,13 +19,6 @@ class Vop(PromptMethod):
     config_class = VopConfig
     # prompt tensors whose row i enters vision layer i fresh, the same whatever the frames (keys/values cacheable)
     cached_prompts = ("visual",)
-
-    def intra_layers(self) -> int:
-        """Vision layers that attend within one frame (all of them unless VoP^F)."""
-        return self.dims.vision_layers
-
-    def visual_depth(self) -> int:
-        return depth_of(self.config.visual_depth, self.intra_layers())
 
     def _build_visual(self) -> None:
         shape = (self.visual_depth(), self.config.visual_prompts, self.dims.vision_width)

@@ -1,4 +1,4 @@
-"""VoP^C: context-specific video prompts generated from the frames' [CLS] tokens (paper §3.3 Eq. 6-8, spec §3).
+"""VoP^C: context-specific video prompts generated from the frames' [CLS] tokens, so they follow the content.
 
 At each intra-frame layer the F [CLS] tokens of a video (raw residual stream, the
 layer's input) go through a 1-layer BiLSTM (the cross-modal module, CMM) and a
@@ -15,13 +15,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from vopstore.prompts.base import PromptMethod, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.base import PromptMethod, gather, normal_param, per_frame
 from vopstore.prompts.configs import VopCConfig
 from vopstore.prompts.forward import VideoPrompts
-
-
-
-
 
 _templates = threading.local()
 
@@ -67,13 +63,9 @@ class VopC(PromptMethod):
     config_class = VopCConfig
     cached_prompts = ()  # half of each layer's prompts are generated from the frames
 
-    def intra_layers(self) -> int:
-        return self.dims.vision_layers
-
     def _build_visual(self) -> None:
-        cfg, width = self.config, self.dims.vision_width
+        cfg, width, depth = self.config, self.dims.vision_width, self.visual_depth()
         hidden = cfg.cmm_hidden or width
-        depth = depth_of(cfg.visual_depth, self.intra_layers())
         self.generic = normal_param((depth, cfg.generic_prompts, width), cfg.init_std)
         self.cmm = nn.LSTM(width, hidden, num_layers=1, bidirectional=True, batch_first=True)
         self.fc = nn.Linear(2 * hidden, cfg.generated_prompts * width)

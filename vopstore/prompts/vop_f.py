@@ -1,4 +1,4 @@
-"""VoP^F: function-specific video prompts (paper §3.3 Eq. 9, spec §4).
+"""VoP^F: function-specific video prompts: the deep layers see the whole video, so they can model time.
 
 Layers 1..K^s attend within each frame with the usual prompts. A trainable frame
 position embedding (F, D), zero-initialised, is then added to every token of frame
@@ -15,13 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vopstore.prompts.base import gather, normal_param
-from vopstore.prompts.configs import FunctionFields, VopFConfig  # noqa: F401 (FunctionFields: re-export)
+from vopstore.prompts.base import check_frames, gather, normal_param
+from vopstore.prompts.configs import VopFConfig
 from vopstore.prompts.vop import Vop
-from vopstore.prompts.vop_p import check_frames
-
-
-
 
 
 class FunctionSpecific:
@@ -50,9 +46,6 @@ class FunctionSpecific:
         return prompts
 
 
-
-
-
 class VopF(FunctionSpecific, Vop):
     """VoP^F: ``text``, ``visual`` (K^s, 8, 768), ``video`` (L-K^s, 8, 768), ``frame_pos`` (F, 768)."""
 
@@ -60,5 +53,3 @@ class VopF(FunctionSpecific, Vop):
     summary = "intra-frame layers, then inter-frame attention"
     config_class = VopFConfig
     cached_prompts = ("visual", "video")  # video: row j enters inter-frame layer k_shallow + j
-
-

@@ -1,9 +1,9 @@
-"""VoP^{F+C}: context-specific prompts in the K^s intra-frame layers, VoP^F after (paper §3.3, spec §5).
+"""VoP^{F+C}: context-specific prompts in the K^s intra-frame layers, VoP^F's inter-frame layers after.
 
 On ViT-B/32 this construction has 14,269,440 parameters (+ 9,216 frame position
 embedding). The paper's Table 1 says 14.1 M, 0.15 M *less* than VoP^C, which no
-construction consistent with the other rows reproduces (spec §13.4); we keep the
-paper's stated architecture rather than guess at a smaller CMM.
+construction consistent with the table's other rows reproduces; we keep the paper's
+stated architecture rather than guess at a smaller CMM.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from __future__ import annotations
 from vopstore.prompts.configs import VopFCConfig
 from vopstore.prompts.vop_c import VopC
 from vopstore.prompts.vop_f import FunctionSpecific
-
-
-
 
 
 class VopFC(FunctionSpecific, VopC):

@@ -1,13 +1,10 @@
-"""VoP^{F+P}: position-specific prompts in the K^s intra-frame layers, VoP^F after (paper §3.3, spec §5)."""
+"""VoP^{F+P}: position-specific prompts in the K^s intra-frame layers, VoP^F's inter-frame layers after."""
 
 from __future__ import annotations
 
 from vopstore.prompts.configs import VopFPConfig
 from vopstore.prompts.vop_f import FunctionSpecific
 from vopstore.prompts.vop_p import VopP
-
-
-
 
 
 class VopFP(FunctionSpecific, VopP):

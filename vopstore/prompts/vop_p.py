@@ -1,4 +1,4 @@
-"""VoP^P: position-specific video prompts (paper §3.3 Eq. 5, spec §2).
+"""VoP^P: position-specific video prompts, so a frame's prompts say where it sits in the video.
 
 Per layer and frame slot j the 8 visual prompts are 4 tokens shared by all frames
 plus 4 tokens from a table indexed by j, the frame's slot among the sampled frames.
@@ -8,19 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from vopstore.errors import ConfigError
-from vopstore.prompts.base import PromptMethod, depth_of, gather, normal_param, per_frame
+from vopstore.prompts.base import PromptMethod, check_frames, gather, normal_param, per_frame
 from vopstore.prompts.configs import VopPConfig
 from vopstore.prompts.forward import VideoPrompts
-
-
-
-
-
-def check_frames(frames: int, num_frames: int, method: str) -> None:
-    if frames > num_frames:
-        raise ConfigError(f"{method} was built for at most {num_frames} frames per video, got {frames}; "
-                          f"sample fewer frames or build it with num_frames={frames}")
 
 
 class VopP(PromptMethod):
@@ -31,12 +21,8 @@ class VopP(PromptMethod):
     config_class = VopPConfig
     cached_prompts = ("shared", "table")  # fresh at every layer, independent of the frames
 
-    def intra_layers(self) -> int:
-        return self.dims.vision_layers
-
     def _build_visual(self) -> None:
-        cfg, width = self.config, self.dims.vision_width
-        depth = depth_of(cfg.visual_depth, self.intra_layers())
+        cfg, width, depth = self.config, self.dims.vision_width, self.visual_depth()
         self.shared = normal_param((depth, cfg.shared_prompts, width), cfg.init_std)
         self.table = normal_param((depth, cfg.num_frames, cfg.position_prompts, width), cfg.init_std)
 

@@ -1,4 +1,4 @@
-"""The serving runtime: :class:`Retriever` loads a backbone once and serves many tasks' prompt sets.
+"""The serving runtime: :class:`Retriever` loads a backbone once and serves many tasks' prompt sets and baselines.
 
 Usage::
 

@@ -1,5 +1,11 @@
 """The bank: loaded prompt sets stacked per (method, config), so a swap is an index change.
 
+Baselines live here too, in one of two ways (see :func:`family`): bias, proj and adapter
+versions are stacked per (method, config) exactly like prompt sets (their rows run with
+per-row weights on the shared backbone); a partial or full fine-tune is an *own model*: its
+tensors are held as loaded, in a group of its own with one slot and no spare capacity (a
+full fine-tune is never copied into a grown storage).
+
 Two layers:
 
 * :class:`GroupStorage` (mutable, touched only under the retriever's write lock):
@@ -28,15 +34,25 @@ from typing import Any, Mapping
 
 import torch
 
-from vopstore.checkpoint import canonical_json
+from vopstore.baselines.configs import BASELINES, OWN_MODEL
+from vopstore.core import canonical_json
 
-GroupKey = tuple[str, str]  # (method name, canonical JSON of its config)
+GroupKey = tuple[str, str]  # (method name, canonical JSON of its config), or (method name, OWN + task)
 CACHE = "cache:"  # storage names of the precomputed keys and values (no prompt tensor name has a colon)
+OWN = "own model:"  # an own model's group key (no canonical JSON starts with it)
+PROMPTS = "prompts"
 
 
 def group_key(method: str, config: Any) -> GroupKey:
     """The stacking key: sets of one method with one config share a storage."""
     return method, canonical_json(config.to_dict())
+
+
+def family(method_cls: Any) -> str:
+    """How a method's versions are served: ``PROMPTS`` (a VoP prompt set), ``PER_ROW`` (bias, proj,
+    adapters: stacked, per-row weights on the shared backbone) or ``OWN_MODEL`` (partial, full)."""
+    found = BASELINES.get(method_cls.name)
+    return PROMPTS if found is None else found[1]
 
 
 @dataclass(frozen=True)
@@ -48,7 +64,8 @@ class Entry:
         ref: the ref ``load`` was given (``refresh`` resolves it again).
         info: the exact version loaded (a ``VersionInfo``).
         group: the storage it lives in; slot: its row there.
-        nbytes: bytes of its prompt tensors and their cache (what ``max_bytes`` counts).
+        nbytes: bytes of its tensors (prompts, a baseline's, an own model's) and their cache
+            (what ``max_bytes`` counts).
         cache_bytes: the part of ``nbytes`` that is precomputed keys and values.
     """
 
@@ -154,6 +171,7 @@ class BankBuilder:
 
     def __init__(self) -> None:
         self.storages: dict[GroupKey, GroupStorage] = {}
+        self.models: dict[GroupKey, GroupView] = {}  # own models (partial, full): one version each
         self.live: weakref.WeakSet[Bank] = weakref.WeakSet()
         self.generation = 0
 
@@ -171,14 +189,18 @@ class BankBuilder:
         add = list({p.task: p for p in add}.values())  # one slot per task, the last request wins
         entries = dict(current.entries)
         dropped = [entries.pop(task) for task in set(remove) | {p.task for p in add} if task in entries]
-        written = self._write(add)
+        own = [p for p in add if family(p.method_cls) == OWN_MODEL]
+        written = self._write([p for p in add if family(p.method_cls) != OWN_MODEL]) + self._place_models(own)
         for entry in dropped:
-            self.storages[entry.group].retire(entry.slot, current.generation)
+            storage = self.storages.get(entry.group)  # an own model has no slots to retire
+            if storage is not None:
+                storage.retire(entry.slot, current.generation)
         entries.update({e.task: e for e in written})
         self.generation += 1
         used = {e.group for e in entries.values()}
         self._prune(used)
-        bank = Bank(self.generation, entries, {k: s.view() for k, s in self.storages.items() if k in used})
+        views = {**{k: s.view() for k, s in self.storages.items() if k in used}, **self.models}
+        bank = Bank(self.generation, entries, views)
         self.live.add(bank)
         return bank
 
@@ -191,6 +213,18 @@ class BankBuilder:
         """
         for key in [k for k in self.storages if k not in used]:
             del self.storages[key]
+        for key in [k for k in self.models if k not in used]:
+            del self.models[key]
+
+    def _place_models(self, add: list) -> list[Entry]:
+        """Own models keep the tensors they were loaded with (a leading slot dimension of 1 is a view)."""
+        entries = []
+        for prepared in add:
+            key = (prepared.method_cls.name, OWN + prepared.task)
+            tensors = MappingProxyType({name: t.unsqueeze(0) for name, t in prepared.tensors.items()})
+            self.models[key] = GroupView(prepared.method_cls, prepared.config, tensors)
+            entries.append(Entry(prepared.task, prepared.ref, prepared.info, key, 0, prepared.nbytes))
+        return entries
 
     def _write(self, add: list) -> list[Entry]:
         """Place the prepared sets in free slots; all allocation happens before any state changes."""

@@ -10,7 +10,9 @@ Rows are grouped, run, and scattered back in row order:
 * video: one forward per (method, config) group, each with a per-row slot index
   (generated prompts, vop-c / vop-f+c, run their BiLSTM once per task inside it),
   cached prompt keys and values attached;
-* rows without a task run plain CLIP (the zero-prompt forward).
+* rows without a task run plain CLIP (the zero-prompt forward);
+* baseline rows: one forward for every bias, proj and adapter row, one per own model
+  (partial, full); see :mod:`vopstore.runtime.baselines` for why not one forward in all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from vopstore.runtime import precompute
+from vopstore.runtime import baselines, precompute
 from vopstore.runtime.bank import Bank, Entry, GroupKey
 
 PLAIN = None  # the group of rows that name no task
@@ -58,8 +60,9 @@ def encode_text(backbone: Any, bank: Bank, texts: list[str], entries: Sequence[E
     """(B, D) projected text embeddings, row b with the prompts of ``entries[b]`` (None: plain CLIP)."""
     from vopstore.prompts.forward import text_forward
 
-    parts = []
-    for rows, prompts in _text_groups(bank, group_rows(entries)):
+    prompt_groups, per_row, models = baselines.split(bank, group_rows(entries))
+    parts = baselines.encode_text(backbone, bank, texts, per_row, models)
+    for rows, prompts in _text_groups(bank, prompt_groups):
         n = 0 if prompts is None else prompts.n_prompts
         ids = backbone.tokenize([texts[r] for r in rows], n)
         parts.append((rows, text_forward(backbone, ids, prompts)))
@@ -111,8 +114,9 @@ def encode_video(backbone: Any, bank: Bank, pixels: torch.Tensor, entries: Seque
     from vopstore.prompts.forward import frames_forward, pool_frames
 
     batch = pixels.shape[0]
-    parts = []
-    for key, (rows, slots) in group_rows(entries).items():
+    prompt_groups, per_row, models = baselines.split(bank, group_rows(entries))
+    parts = baselines.encode_video(backbone, bank, pixels, per_row, models, normalize)
+    for key, (rows, slots) in prompt_groups.items():
         chunk = pixels if len(rows) == batch else pixels[torch.tensor(rows, device=pixels.device)]
         if key is PLAIN:
             parts.append((rows, plain_video(backbone, chunk, None, normalize)))

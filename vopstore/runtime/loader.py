@@ -1,29 +1,38 @@
 """Everything a load checks before the runtime changes: resolve, compatibility, fetch, verify, parse.
 
-:func:`prepare` either returns a :class:`Prepared` prompt set already on the
-backbone's device and dtype, or raises; it never touches a bank (STYLE item 9:
-check compatibility first, then change state).
+:func:`prepare` either returns a :class:`Prepared` set (a prompt set or a baseline) already
+on the backbone's device and dtype, or raises; it never touches a bank, so a load that
+fails leaves what was loaded serving exactly as before.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vopstore.errors import BackboneMismatchError, InvalidCheckpointError, NotFoundError, StoreUnavailableError
+from vopstore.backbone import require_same_backbone
+from vopstore.baselines.registry import method_class
+from vopstore.checkpoint import load_checkpoint
+from vopstore.errors import InvalidCheckpointError, NotFoundError, StoreUnavailableError
+from vopstore.prompts.io import from_tensors
 from vopstore.refs import parse_ref
+from vopstore.runtime.bank import PROMPTS, family
 from vopstore.runtime.precompute import tensor_bytes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A verified prompt set ready to be placed in a bank.
+    """A verified prompt set or baseline ready to be placed in a bank.
 
-    ``cache`` holds its precomputed keys and values (empty without precompute); ``nbytes``
-    counts the prompt tensors and the cache, ``cache_bytes`` the cache alone.
+    ``tensors`` are its trained tensors by their file names; ``cache`` holds its precomputed
+    keys and values (empty without precompute, and for baselines); ``nbytes`` counts the
+    tensors and the cache, ``cache_bytes`` the cache alone.
     """
 
     task: str
@@ -54,8 +63,9 @@ class Source:
         if self.remote is not None:
             try:
                 return self._follow_remote(ref)
-            except (StoreUnavailableError, NotFoundError):
-                pass  # offline or unknown there: what the store holds is the answer
+            except (StoreUnavailableError, NotFoundError) as exc:  # offline or unknown there: the store answers
+                log.warning("%s: the remote did not answer (%s: %s); loading what the local store holds",
+                            ref, type(exc).__name__, exc)
         return self.store.resolve(ref)
 
     def _follow_remote(self, ref: str) -> Any:
@@ -83,14 +93,10 @@ def task_key(info: Any) -> str:
 
 
 def check_compatible(info: Any, backbone: Any) -> Any:
-    """Refuse a version for another backbone or an unknown method, from its store record alone."""
-    from vopstore.prompts import get_method
-
-    if info.backbone_fingerprint != backbone.fingerprint:
-        raise BackboneMismatchError(
-            f"{info.ref} was trained on backbone {info.backbone_name} ({info.backbone_fingerprint[:12]}), not on "
-            f"{backbone.name} ({backbone.fingerprint[:12]}); serve it with the backbone it was trained on")
-    return get_method(info.method)
+    """Refuse a version for another backbone or an unknown method, from its store record alone;
+    return its method class (a prompt method or a baseline)."""
+    require_same_backbone(info, backbone, info.ref, hint="serve it with the backbone it was trained on")
+    return method_class(info.method)
 
 
 def prepare(source: Source, backbone: Any, ref: str) -> Prepared:
@@ -99,20 +105,20 @@ def prepare(source: Source, backbone: Any, ref: str) -> Prepared:
 
     Raises:
         NotFoundError (task, version, alias), UnknownMethodError, BackboneMismatchError,
-        IntegrityError (corrupt blob), InvalidCheckpointError, StoreUnavailableError.
+        BlobIntegrityError (corrupt blob), InvalidCheckpointError, StoreUnavailableError.
     """
     info = source.resolve(ref)
     method_cls = check_compatible(info, backbone)
     path = source.fetch(info)
     method = _build(path, info, backbone)
-    tensors = {name: p.detach().to(backbone.device, backbone.dtype) for name, p in method.named_parameters()}
+    # a baseline's tensors by their file names (its module keeps them under escaped keys); on the
+    # backbone's device and dtype already, .to() is a no-op: a full fine-tune is held once
+    named = method.named_parameters() if family(method_cls) == PROMPTS else method.named_tensors().items()
+    tensors = {name: p.detach().to(backbone.device, backbone.dtype) for name, p in named}
     return Prepared(task_key(info), ref, info, method_cls, method.config, tensors, tensor_bytes(tensors))
 
 
 def _build(path: Path, info: Any, backbone: Any) -> Any:
-    from vopstore.checkpoint import load_checkpoint
-    from vopstore.prompts.registry import from_tensors
-
     meta, tensors = load_checkpoint(path)
     if meta.method != info.method or meta.backbone_fingerprint != info.backbone_fingerprint:
         raise InvalidCheckpointError(f"{info.ref}: the file says {meta.method} on {meta.backbone_fingerprint[:12]}, "

@@ -27,7 +27,7 @@ import torch
 from vopstore.prompts.base import gather
 from vopstore.prompts.block import KeysValues, activation_of, layer_kv, run_block
 from vopstore.prompts.forward import TextPrompts
-from vopstore.runtime.bank import group_key
+from vopstore.runtime.bank import PROMPTS, family, group_key
 
 INTER_FRAME = "video"  # VoP^F's video-level prompts: row j enters layer k_shallow + j
 
@@ -36,10 +36,13 @@ def with_caches(backbone: Any, prepared: list) -> list:
     """The prepared sets (``vopstore.runtime.loader.Prepared``) with their caches and bytes.
 
     One batched computation per (method, config): it reads the towers' weights once
-    however many sets load together.
+    however many sets load together. Baselines have nothing to cache (no prompt tokens:
+    every key and value depends on the request) and pass through unchanged.
     """
     by_group: dict = {}
     for i, item in enumerate(prepared):
+        if family(item.method_cls) != PROMPTS:
+            continue
         by_group.setdefault(group_key(item.method_cls.name, item.config), []).append(i)
     out = list(prepared)
     for rows in by_group.values():

@@ -19,7 +19,8 @@ class ServingMetrics:
         self.batch_requests = Histogram("vopstore_batch_requests", "Requests gathered into one forward.", ["tower"],
                                         buckets=_ROW_BUCKETS, registry=r)
         self.tasks_loaded = Gauge("vopstore_tasks_loaded", "Prompt sets on the device.", registry=r)
-        self.loaded_bytes = Gauge("vopstore_loaded_bytes", "Bytes of prompt tensors on the device.", registry=r)
+        self.loaded_bytes = Gauge("vopstore_loaded_bytes",
+                                  "Bytes of the loaded tasks' tensors and caches (what max_bytes bounds).", registry=r)
         self.cache = Counter("vopstore_prompt_cache_total", "Prompt-set loads by local cache outcome.", ["outcome"],
                              registry=r)
         self.swaps = Counter("vopstore_task_swaps_total", "Loads, unloads and refresh switches.", ["kind"], registry=r)
