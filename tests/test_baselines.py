@@ -252,6 +252,13 @@ def test_stored_baseline_round_trips_through_push_and_pull(tmp_path, tiny_backbo
     with torch.no_grad():
         torch.testing.assert_close(encode_text(tiny_backbone, ids, loaded), encode_text(tiny_backbone, ids, method),
                                    atol=1e-6, rtol=0)
+        expected = _reference_model("adapter-ffn", method, tiny_backbone).get_text_features(input_ids=ids)
+    from vopstore.runtime import Retriever
+
+    served = Retriever(tiny_backbone, store=elsewhere)
+    assert served.load("msrvtt@v1").digest == info.digest
+    torch.testing.assert_close(served.encode_text(TEXTS, "msrvtt"), getattr(expected, "pooler_output", expected),
+                               atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ALL)
