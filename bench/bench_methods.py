@@ -4,12 +4,21 @@ One command; prints medians and ratios to full fine-tuning:
 
     .venv/bin/python bench/bench_methods.py                 # tiny CLIP + ViT-B/32 architecture, CPU
     .venv/bin/python bench/bench_methods.py --device cuda   # the same on a GPU
+    .venv/bin/python bench/bench_methods.py --setups small --methods full,vop,bias,adapter-ffn
 
 Each (backbone, method) runs in its own subprocess so that peak memory is its own:
 on CUDA ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak
-RSS over its RSS once the backbone and inputs are loaded. Weights are random (no
-download); timing does not depend on their values. One step = forward of the texts
-and videos, a contrastive-style loss, backward, AdamW step.
+RSS over its RSS once the backbone and inputs are loaded (so it counts the method's own
+tensors, gradients, AdamW state and activations, not the frozen backbone). Weights are
+random (no download); timing does not depend on their values. One step = forward of
+the texts and videos, a contrastive-style loss, backward, AdamW step.
+
+Any trainable method can be measured (the VoP family and the baselines, built with the
+settings the trainer derives for the backbone). ``full`` is full fine-tuning as
+``vopstore train --method full`` runs it: a trainable copy of the weights beside the
+frozen backbone. ``full-in-place`` trains the backbone's own weights (no copy), the
+cheapest possible full fine-tune, for reference. bench_compare_methods.py reuses
+:func:`step_row` for its per-method training columns.
 """
 
 from __future__ import annotations
@@ -25,22 +34,36 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["full", "vop", "vop-p", "vop-c", "vop-f", "vop-f+p", "vop-f+c"]
+IN_PLACE = "full-in-place"  # the backbone's own weights train: method None
+METHODS = ["full", IN_PLACE, "vop", "vop-p", "vop-c", "vop-f", "vop-f+p", "vop-f+c"]
 SETUPS = {  # name -> (videos, frames, repeats)
     "tiny": (4, 4, 5),
+    "small": (4, 2, 3),
     "vit-b32": (2, 4, 3),
 }
 
 
-def _config(setup: str):
+def clip_config(setup: str):
     from transformers import CLIPConfig
 
     if setup == "vit-b32":
         return CLIPConfig()
+    if setup == "small":  # ViT-B/32's 224 px / 32 px patches (50 tokens a frame), 4 narrow layers per tower
+        text = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4}
+        vision = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
+                  "image_size": 224, "patch_size": 32}
+        return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
     sys.path.insert(0, str(ROOT))
     from tests.fixtures.models import tiny_clip_config
 
     return tiny_clip_config()
+
+
+def method_settings(method_name: str, backbone, frames: int) -> dict:
+    """The settings the trainer completes for ``method_name`` on ``backbone`` fed ``frames`` frames."""
+    from vopstore.prompts.configs import Dims, complete_settings
+
+    return complete_settings(method_name, Dims.from_clip_config(backbone.model.config), frames, {})
 
 
 def _rss_peak_mb() -> float:
@@ -64,26 +87,24 @@ def run_one(folder: str, setup: str, method_name: str, device: str) -> dict:
     torch.manual_seed(0)
     videos, frames, repeats = SETUPS[setup]
     backbone = load_backbone(folder, device=device)
-    config = {}
-    if "-f" in method_name and setup == "tiny":  # the tiny CLIP has 3 vision layers, not 12
-        config["k_shallow"] = backbone.model.config.vision_config.num_hidden_layers - 1
-    if method_name in ("vop-p", "vop-f", "vop-f+p", "vop-f+c"):
-        config["num_frames"] = frames
-    method = None if method_name == "full" else build_method(method_name, backbone, **config)
-    if method is None:
-        backbone.model.requires_grad_(True)
-    params = list(backbone.model.parameters()) if method is None else list(method.parameters())
-    optimiser = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.2)
     size = backbone.image_size
     pixels = torch.randn(videos, frames, 3, size, size, device=device)
-    ids = backbone.tokenize([f"caption number {i} about a video" for i in range(videos)],
-                            0 if method is None else method.text_tokens)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # before the method is built: its own tensors count (a full copy does)
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     else:
         base = _rss_now_mb()
+    if method_name == IN_PLACE:
+        method = None
+        backbone.model.requires_grad_(True)
+    else:
+        method = build_method(method_name, backbone, **method_settings(method_name, backbone, frames))
+    module = backbone.model if method is None else method
+    params = [p for p in module.parameters() if p.requires_grad]  # full stores logit_scale but does not train it
+    optimiser = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.2)
+    ids = backbone.tokenize([f"caption number {i} about a video" for i in range(videos)],
+                            0 if method is None else method.text_tokens)
     times = []
     for step in range(repeats + 1):
         sync()
@@ -121,17 +142,29 @@ def main() -> None:
         report(setup, bench_setup(setup, args.methods.split(","), args.device), args.device)
 
 
+def step_row(folder: str, setup: str, method_name: str, device: str, home: str) -> dict:
+    """:func:`run_one` in a fresh subprocess (its peak memory is its own), with ``home`` as VOPSTORE_HOME.
+
+    Raises:
+        RuntimeError: the subprocess failed; the message is the last line it wrote to stderr.
+    """
+    env = {**os.environ, "VOPSTORE_HOME": home, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, __file__, "--device", device, "--_one", folder, setup, method_name]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise RuntimeError(f"training step of {method_name} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def bench_setup(setup: str, methods: list[str], device: str) -> list[dict]:
     from vopstore.backbone import save_random_backbone
 
     with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as home:
-        save_random_backbone(folder, _config(setup), seed=0)
-        env = {**os.environ, "VOPSTORE_HOME": home, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        save_random_backbone(folder, clip_config(setup), seed=0)
         rows = []
         for name in methods:
-            cmd = [sys.executable, __file__, "--device", device, "--_one", folder, setup, name]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+            rows.append(step_row(folder, setup, name, device, home))
             print(f"  {setup} {name}: {rows[-1]['median_s'] * 1000:.0f} ms", file=sys.stderr)
         return rows
 
@@ -140,9 +173,9 @@ def report(setup: str, rows: list[dict], device: str) -> None:
     full = next((r for r in rows if r["method"] == "full"), rows[0])
     videos, frames, repeats = SETUPS[setup]
     print(f"\n{setup} on {device}: {videos} videos x {frames} frames + {videos} texts, median of {repeats} steps")
-    print(f"{'method':9} {'trainable':>12} {'fwd+bwd+step ms':>16} {'x full':>7} {'peak MB':>9} {'x full':>7}")
+    print(f"{'method':13} {'trainable':>12} {'fwd+bwd+step ms':>16} {'x full':>7} {'peak MB':>9} {'x full':>7}")
     for r in rows:
-        print(f"{r['method']:9} {r['trainable']:>12,} {r['median_s'] * 1000:>16.1f} "
+        print(f"{r['method']:13} {r['trainable']:>12,} {r['median_s'] * 1000:>16.1f} "
               f"{r['median_s'] / full['median_s']:>7.2f} {r['peak_mb']:>9.1f} "
               f"{r['peak_mb'] / full['peak_mb'] if full['peak_mb'] > 0 else float('nan'):>7.2f}")
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-for bench in store cli registry methods data train runtime gallery transfer baseline_rows; do
+for bench in store cli registry methods data train train_rows runtime runtime_baselines gallery transfer baseline_rows compare_methods; do
   echo "=== bench_$bench ==="
   .venv/bin/python "bench/bench_$bench.py" "$@"
 done
