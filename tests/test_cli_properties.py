@@ -4,7 +4,9 @@ the answer is success or ONE line on stderr with exit 1, and a refused command l
 from __future__ import annotations
 
 import json
+import sqlite3
 import struct
+from contextlib import closing
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -32,14 +34,12 @@ def store(capsys, ckpt, vopstore_home):
     assert run_cli(capsys, "add", "t", str(ckpt(1)))[0] == 0 and run_cli(capsys, "tag", "t@v1", "prod")[0] == 0
 
     def state():
-        from vopstore.store import open_store
-
-        registry = open_store()
-        try:
-            rows = [(v.ref, v.digest, v.aliases, v.metrics) for t in registry.list_tasks()
-                    for v in registry.list_versions(t.ref)]
-        finally:
-            registry.close()
+        # Every row of every table, read with sqlite3 itself: independent of the store's code, and a
+        # refusal that leaves any trace (an audit row, a task, a moved alias) shows. Milliseconds, where
+        # opening the store through the registry five times per example was most of these tests' time.
+        with closing(sqlite3.connect((vopstore_home / "store" / "store.db").as_uri() + "?mode=ro", uri=True)) as db:
+            tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            rows = {table: sorted(map(repr, db.execute(f'SELECT * FROM "{table}"'))) for table in sorted(tables)}
         root = vopstore_home / "store" / "blobs"
         files = sorted((str(p.relative_to(root)), p.read_bytes()) for p in root.rglob("*") if p.is_file())
         return rows, files

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
+from tests.fixtures import preloaded
 from tests.fixtures.stores import make_checkpoint
 
 WRITERS, PER_WRITER = 8, 3
@@ -24,9 +22,8 @@ for f in files:
 def test_concurrent_writers_get_consecutive_numbers(store_spec, tmp_path):
     files = [[str(make_checkpoint(tmp_path / f"w{w}-{i}.st", seed=100 * w + i)) for i in range(PER_WRITER)]
              for w in range(WRITERS)]
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, store_spec.url, store_spec.blobs or "", *f],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for f in files]
+    # separate processes, forked from a server that has imported the store's libraries once
+    procs = [preloaded.start(CHILD, store_spec.url, store_spec.blobs or "", *f) for f in files]
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 
 import pytest
 
+from tests.fixtures import preloaded
 from tests.fixtures.stores import make_checkpoint
 from vopstore.store import copy_version, open_store
 
@@ -47,8 +46,7 @@ sys.stdin.read()
 
 def _kill_after(args: list[str], finished_ops: int) -> None:
     """Run a child and SIGKILL it as soon as it reports ``finished_ops`` operations done (the next is running)."""
-    proc = subprocess.Popen([sys.executable, "-c", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = preloaded.start(*args)  # its own process, forked from a server with the store's imports done
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         for _ in range(finished_ops):

@@ -7,9 +7,7 @@ the store must verify clean (no version without its blob).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
+from tests.fixtures import preloaded
 from tests.fixtures.stores import make_checkpoint
 
 PROCS, ROUNDS = 8, 25
@@ -48,8 +46,8 @@ print("errors", sorted(errors.items()), flush=True)
 
 def _race(store_spec, tmp_path, roles, files=()):
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, store_spec.url, store_spec.blobs or "", str(go), role,
-                               str(n), *files], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # separate processes, forked from a server that has imported the store's libraries once
+    procs = [preloaded.start(CHILD, store_spec.url, store_spec.blobs or "", go, role, n, *files)
              for n, role in enumerate(roles)]
     try:
         for proc in procs:

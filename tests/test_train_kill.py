@@ -23,12 +23,12 @@ pytestmark = pytest.mark.slow
 def kill_task(tmp_path_factory):
     from vopstore.trainer.data import generate_synthetic_task
 
-    return generate_synthetic_task(tmp_path_factory.mktemp("kill-task"), n_train=32, n_test=4, seed=9,
+    return generate_synthetic_task(tmp_path_factory.mktemp("kill-task"), n_train=16, n_test=4, seed=9,
                                    size=32, frames=4)
 
 
 def _argv(task, backbone_dir, run_dir):
-    # 4 epochs x 8 steps, a checkpoint after every step: a kill always lands between two checkpoints.
+    # 4 epochs x 4 steps, a checkpoint after every step: a kill always lands between two checkpoints.
     return ["train", "--task", "killed", "--data", str(task.root), "--method", "vop-f+p",
             "--backbone", str(backbone_dir), "--batch-size", "4", "--frames", "4", "--epochs", "4",
             "--run-dir", str(run_dir), "--set", "checkpoint_every=1", "--set", "log_every=1",
@@ -40,7 +40,8 @@ def _logged_steps(run_dir) -> int:
     return len(log.read_text().splitlines()) if log.is_file() else 0
 
 
-KILL_AT = 5  # steps finished (and checkpointed) before the kill
+KILL_AT = 5  # steps finished (and checkpointed) before the kill: mid-way through the second epoch
+TOTAL_STEPS = 16  # 16 clips / batch 4 x 4 epochs
 # The child is `vopstore train` itself, killing itself with SIGKILL in the middle of step
 # KILL_AT + 1 (gradients computed, parameters not yet updated): the same point on any machine.
 CHILD = """
@@ -76,9 +77,9 @@ def test_sigkilled_training_resumes_and_matches_an_uninterrupted_run(tmp_path, c
     assert main(argv) == 0  # the same command again: resumes from train-state.pt
     resumed = json.loads(capsys.readouterr().out)
     # resumed from the last checkpoint: only the step in flight when killed is redone
-    assert resumed["resumed_from"] == KILL_AT and resumed["steps"] == 32
+    assert resumed["resumed_from"] == KILL_AT and resumed["steps"] == TOTAL_STEPS
 
     assert main(_argv(kill_task, tiny_backbone_dir, tmp_path / "clean-run")) == 0
     clean = json.loads(capsys.readouterr().out)
-    assert clean["steps"] == 32 and clean["resumed_from"] == 0
+    assert clean["steps"] == TOTAL_STEPS and clean["resumed_from"] == 0
     assert resumed["digest"] == clean["digest"]
