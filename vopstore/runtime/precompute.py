@@ -32,28 +32,45 @@ from vopstore.runtime.bank import PROMPTS, family, group_key
 INTER_FRAME = "video"  # VoP^F's video-level prompts: row j enters layer k_shallow + j
 
 
-def with_caches(backbone: Any, prepared: list) -> list:
+def with_caches(backbone: Any, prepared: list, files: Any = None) -> list:
     """The prepared sets (``vopstore.runtime.loader.Prepared``) with their caches and bytes.
 
-    One batched computation per (method, config): it reads the towers' weights once
-    however many sets load together. Baselines have nothing to cache (no prompt tokens:
-    every key and value depends on the request) and pass through unchanged.
+    A set whose cache ``files`` (:class:`~vopstore.runtime.cache_files.CacheFiles`) hold is
+    read from there; the others are computed, one batched computation per (method, config)
+    that reads the towers' weights once however many sets load together, and written to
+    ``files``. Baselines have nothing to cache (no prompt tokens: every key and value depends
+    on the request) and pass through unchanged.
     """
+    out = list(prepared)
     by_group: dict = {}
     for i, item in enumerate(prepared):
         if family(item.method_cls) != PROMPTS:
             continue
-        by_group.setdefault(group_key(item.method_cls.name, item.config), []).append(i)
-    out = list(prepared)
+        kept = files.read(item.info.digest, cache_names(item.method_cls, item.config)) if files else None
+        if kept is not None:
+            out[i] = _with_cache(item, kept)
+        else:
+            by_group.setdefault(group_key(item.method_cls.name, item.config), []).append(i)
     for rows in by_group.values():
         first = prepared[rows[0]]
         stacked = {name: torch.stack([prepared[i].tensors[name] for i in rows]) for name in first.tensors}
         cache = build_cache(backbone, first.method_cls, first.config, stacked)
         for s, i in enumerate(rows):
-            own = {name: tensor[s] for name, tensor in cache.items()}
-            extra = tensor_bytes(own)
-            out[i] = dataclasses.replace(prepared[i], cache=own, nbytes=prepared[i].nbytes + extra, cache_bytes=extra)
+            out[i] = _with_cache(prepared[i], {name: tensor[s] for name, tensor in cache.items()})
+            if files:
+                files.write(prepared[i].info.digest, out[i].cache)
     return out
+
+
+def _with_cache(item: Any, cache: dict) -> Any:
+    extra = tensor_bytes(cache)
+    return dataclasses.replace(item, cache=cache, nbytes=item.nbytes + extra, cache_bytes=extra)
+
+
+def cache_names(method_cls: Any, config: Any) -> set[str]:
+    """The names of the tensors :func:`build_cache` makes for a set of ``method_cls`` with ``config``."""
+    names = {"text.kv"} if config.text_layout == "prefix" else set()
+    return names | {f"{name}.kv" for name in getattr(method_cls, "cached_prompts", ())}
 
 
 def build_cache(backbone: Any, method_cls: Any, config: Any, tensors: Mapping[str, torch.Tensor]) -> dict:

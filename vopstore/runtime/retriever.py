@@ -46,7 +46,9 @@ class Retriever:
         precompute: at load, compute the prompt keys and values that depend only on the task
             (text ``prefix`` layout: SOT and the prompts at every layer; video: the fresh
             learned prompts of every layer), so that a request runs only its own tokens.
-            Costs memory (see :attr:`memory`), saves most of the prompts' compute.
+            Costs memory (see :attr:`memory`), saves most of the prompts' compute. The result is
+            kept in ``$VOPSTORE_HOME/cache/precomputed`` (checksummed, keyed by the set and the
+            backbone) so that the next load of the set, in this process or a restarted one, reads it.
     """
 
     def __init__(self, backbone: Any, device: str | torch.device = "cpu", *, store: Any = None, remote: Any = None,
@@ -58,6 +60,7 @@ class Retriever:
         self.backbone = _backbone(backbone, device, dtype)
         self.max_tasks, self.max_bytes, self.precompute = max_tasks, max_bytes, bool(precompute)
         self._store_arg, self._remote_arg, self._source = store, remote, None
+        self._cache_files = _cache_files(self.backbone) if self.precompute else None
         self._lock = threading.Lock()
         self._builder = BankBuilder()
         self._bank = Bank(0, {}, {})
@@ -234,7 +237,9 @@ class Retriever:
             self._last_used[task] = next(self._clock)
 
     def _with_caches(self, prepared: list[Prepared]) -> list[Prepared]:
-        return precompute.with_caches(self.backbone, prepared) if self.precompute and prepared else prepared
+        if not (self.precompute and prepared):
+            return prepared
+        return precompute.with_caches(self.backbone, prepared, self._cache_files)
 
     def _commit(self, prepared: list[Prepared], expected: Mapping[str, tuple] | None = None) -> list[Prepared]:
         """Swap in ``prepared``; with ``expected`` (refresh: task -> the entry it looked at), a task
@@ -326,3 +331,13 @@ def _open(value: Any, remote: bool) -> Any:
     from vopstore.store import open_store
 
     return open_store(text)
+
+
+def _cache_files(backbone: Any) -> Any:
+    """Where precomputed caches persist: None for a backbone without a fingerprint (built in memory)."""
+    if not backbone.fingerprint:
+        return None
+    from vopstore.home import cache_dir
+    from vopstore.runtime.cache_files import CacheFiles
+
+    return CacheFiles(cache_dir() / "precomputed", backbone)
