@@ -34,6 +34,31 @@ def test_test_split_is_distinct_twins(task):
         # played backwards it is the twin: same frames, same mean image, opposite order
         np.testing.assert_array_equal(clip_a[::-1], clip_b)
         assert not np.array_equal(clip_a, clip_b)
+    # no other pair shows the same objects: static content finds the pair, only time the clip
+    objects = [frozenset(spec.objects) for _, _, spec in task.test[::2]]
+    assert len(set(objects)) == len(objects)
+
+
+def test_distinct_test_splits_reach_exactly_the_counted_maximum():
+    from vopstore.trainer.data.render import COLOURS, SHAPES
+    from vopstore.trainer.data.synthetic import max_distinct, sample_twins
+
+    n_obj = len(COLOURS) * len(SHAPES)
+    singles, pairs = n_obj, n_obj * (n_obj - 1) // 2  # a twin pair per object, per unordered pair of objects
+    assert max_distinct() == 2 * (singles + pairs)
+    specs = sample_twins(max_distinct(), np.random.default_rng(0), distinct=True)
+    assert len({frozenset(s.objects) for s in specs}) == singles + pairs
+    with pytest.raises(ConfigError, match="distinct"):
+        sample_twins(max_distinct() + 2, np.random.default_rng(0), distinct=True)
+
+
+def test_background_colours_every_empty_pixel(tmp_path):
+    spec = ClipSpec("move", (("red", "circle"),), "left to right")
+    clip = render_clip(spec, 32, 4, background=(100, 110, 120))
+    assert (clip[:, 0, 0] == (100, 110, 120)).all() and (clip[:, -1, -1] == (100, 110, 120)).all()
+    for bad in ((100, 100), (0, 0, 256), (1.5, 0, 0), "grey"):
+        with pytest.raises(ConfigError, match="background must be three integers"):
+            generate_synthetic_task(tmp_path, 2, 2, size=16, frames=2, background=bad)
 
 
 @pytest.mark.parametrize("spec, text", [
@@ -87,6 +112,21 @@ def test_static_pairs():
             assert xs.mean() > 16
         if "at the top" in cap:
             assert ys.mean() < 16
+
+
+def test_two_object_images_show_both_named_colours_where_their_captions_say():
+    from vopstore.trainer.data.render import COLOURS
+
+    images, captions = sample_static_pairs(24, seed=2, size=64, two_objects=1.0)
+    for img, cap in zip(images, captions):
+        first, second = cap.split(" and ")
+        for part in (first, second):
+            colour = part.split()[1]
+            ys, xs = np.nonzero((img == COLOURS[colour]).all(-1))
+            assert len(xs) > 20, (cap, colour)  # painted (a later shape may cover part of it, not all)
+        assert first.split()[1:3] != second.split()[1:3]  # two different objects
+    singles = sample_static_pairs(24, seed=2, size=64)[1]
+    assert not any(" and " in cap for cap in singles)
 
 
 def test_bad_options(tmp_path):

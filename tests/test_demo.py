@@ -85,3 +85,15 @@ def test_the_promise_needs_both_the_margin_and_the_interval():
     assert not beats_zero_shot(_fake(10.0, 15.0, 30.0)["vop"])  # exactly 5 points is not more than 5
     assert not beats_zero_shot(_fake(10.0, 30.0, 30.0, lows=(-0.1, 1.0))["vop"])  # large but within noise
     assert not beats_zero_shot(_fake(10.0, 30.0, 30.0, lows=(0.0, 1.0))["vop"])
+
+
+def test_the_cached_task_changes_with_every_setting_that_shapes_its_clips():
+    import dataclasses
+
+    from vopstore.trainer.demo import DemoConfig
+
+    base = DemoConfig()
+    for change in ({"background": (1, 2, 3)}, {"n_test": base.n_test + 2}, {"seed": base.seed + 1},
+                   {"video_frames": base.video_frames + 1}):
+        assert dataclasses.replace(base, **change).task_digest() != base.task_digest(), change
+    assert dataclasses.replace(base, epochs=base.epochs + 1).task_digest() == base.task_digest()  # training only

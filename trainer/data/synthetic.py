@@ -30,7 +30,7 @@ import numpy as np
 from vopstore.core import atomic_write_bytes
 from vopstore.errors import ConfigError
 from vopstore.trainer.data.mp4 import write_video
-from vopstore.trainer.data.render import COLOURS, SHAPES, blank, draw
+from vopstore.trainer.data.render import BACKGROUND, COLOURS, SHAPES, blank, draw
 
 KINDS = ("move", "size", "sequence")
 DIRECTIONS = {  # name -> (start, end) centre as fractions of the side
@@ -85,17 +85,22 @@ def caption(spec: ClipSpec) -> str:
     return f"{names[0]} appears, then {names[1]}"
 
 
-def render_clip(spec: ClipSpec, size: int = 64, frames: int = 32) -> np.ndarray:
-    """Render a clip as a (frames, size, size, 3) uint8 array; pure and deterministic."""
+def render_clip(spec: ClipSpec, size: int = 64, frames: int = 32,
+                background: tuple[int, int, int] = BACKGROUND) -> np.ndarray:
+    """Render a clip as a (frames, size, size, 3) uint8 array; pure and deterministic.
+
+    ``background`` is the RGB of the empty canvas (the pretraining images' by default).
+    """
     out = np.empty((frames, size, size, 3), np.uint8)
     for i in range(frames):
         t = i / max(frames - 1, 1)
-        out[i] = _render_frame(spec, size, t, i, frames)
+        out[i] = _render_frame(spec, size, t, i, frames, background)
     return out
 
 
-def _render_frame(spec: ClipSpec, size: int, t: float, i: int, frames: int) -> np.ndarray:
-    canvas = blank(size)
+def _render_frame(spec: ClipSpec, size: int, t: float, i: int, frames: int,
+                  background: tuple[int, int, int]) -> np.ndarray:
+    canvas = np.broadcast_to(np.array(background, np.uint8), (size, size, 3)).copy()
     colour, shape = spec.objects[0]
     if spec.kind == "move":
         (x0, y0), (x1, y1) = DIRECTIONS[spec.direction]
@@ -132,29 +137,35 @@ def sample_spec(rng: np.random.Generator) -> ClipSpec:
 
 
 def max_distinct() -> int:
-    """How many different captions the task has (move and size per object, ordered object pairs)."""
+    """How many clips a distinct test split can hold: one twin pair per object, one per unordered object pair."""
     n_obj = len(COLOURS) * len(SHAPES)
-    return n_obj * (len(DIRECTIONS) + 2) + n_obj * (n_obj - 1)
+    return 2 * n_obj + n_obj * (n_obj - 1)
+
+
+def static_content(spec: ClipSpec) -> frozenset:
+    """What a clip shows regardless of time: its objects. A clip and its temporal twin share it."""
+    return frozenset(spec.objects)
 
 
 def sample_twins(n: int, rng: np.random.Generator, distinct: bool) -> list[ClipSpec]:
     """``n`` specs in temporal-twin pairs (spec, spec.reversed()), adjacent in the list.
 
-    With ``distinct`` no caption repeats, so a retrieval test has one right answer per query.
+    With ``distinct`` every twin pair shows objects no other pair shows (one pair per object,
+    one per unordered object pair), so no caption repeats and a test query has one right answer
+    whose only look-alike, frame for frame, is its twin: static content finds the pair, time the clip.
     """
     if distinct and n > max_distinct():
         raise ConfigError(f"cannot draw {n} distinct synthetic clips; ask for at most {max_distinct()}")
     specs: list[ClipSpec] = []
-    used: set[str] = set()
+    used: set[frozenset] = set()
     for _ in range(50 * n + 100):
         if len(specs) >= n:
             break
         spec = sample_spec(rng)
-        pair = [spec, spec.reversed()]
-        if distinct and any(caption(s) in used for s in pair):
+        if distinct and static_content(spec) in used:
             continue
-        used.update(caption(s) for s in pair)
-        specs.extend(pair)
+        used.add(static_content(spec))
+        specs.extend([spec, spec.reversed()])
     if len(specs) < n:
         raise ConfigError(f"cannot draw {n} distinct synthetic clips; ask for at most {len(specs)}")
     return specs[:n]
@@ -174,7 +185,8 @@ class SyntheticTask:
 
 
 def generate_synthetic_task(root: Path | str, n_train: int = 64, n_test: int = 32, seed: int = 0,
-                            size: int = 64, frames: int = 32, fmt: str = "jsonl") -> SyntheticTask:
+                            size: int = 64, frames: int = 32, fmt: str = "jsonl",
+                            background: tuple[int, int, int] = BACKGROUND) -> SyntheticTask:
     """Write a seeded synthetic video-text task: mp4 clips plus annotation files.
 
     Args:
@@ -184,6 +196,9 @@ def generate_synthetic_task(root: Path | str, n_train: int = 64, n_test: int = 3
         size: frame side in pixels (even). frames: frames per clip.
         fmt: ``jsonl``/``csv`` (the generic format: ``{split}.jsonl``/``.csv`` + ``videos/``) or
             ``msrvtt`` (MSR-VTT layout, for reader tests: 9k list, data json, JSFusion test csv).
+        background: RGB of every clip's background, train and test alike. The default is the
+            pretraining images' (:func:`sample_static_pairs`); another one is a shift of visual domain
+            between a backbone pretrained on those images and this task (the demo's).
 
     Returns:
         A :class:`SyntheticTask`; read it with ``read_split(task.format, task.root, split)``.
@@ -192,15 +207,23 @@ def generate_synthetic_task(root: Path | str, n_train: int = 64, n_test: int = 3
         raise ConfigError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if size % 2 or size < 16 or frames < 2 or n_train < 0 or n_test < 0:
         raise ConfigError(f"need an even size >= 16, frames >= 2 and n >= 0; got size={size}, frames={frames}")
+    background = _check_rgb(background)
     root = Path(root)
     rng = np.random.default_rng(seed)
     splits = {"train": sample_twins(n_train, rng, distinct=False), "test": sample_twins(n_test, rng, distinct=True)}
     written = {}
     for split, specs in splits.items():
-        written[split] = [_write_clip(root, _video_name(fmt, split, i, n_train), s, size, frames)
+        written[split] = [_write_clip(root, _video_name(fmt, split, i, n_train), s, size, frames, background)
                           for i, s in enumerate(specs)]
     _write_annotations(root, fmt, written)
     return SyntheticTask(root, "msrvtt" if fmt == "msrvtt" else "generic", written["train"], written["test"])
+
+
+def _check_rgb(colour) -> tuple[int, int, int]:
+    values = tuple(colour) if isinstance(colour, (tuple, list)) else ()
+    if len(values) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in values):
+        raise ConfigError(f"background must be three integers in 0..255 (R, G, B), got {colour!r}")
+    return values
 
 
 def _video_name(fmt: str, split: str, i: int, n_train: int) -> str:
@@ -209,8 +232,9 @@ def _video_name(fmt: str, split: str, i: int, n_train: int) -> str:
     return f"videos/{split}_{i:05d}.mp4"
 
 
-def _write_clip(root: Path, rel: str, spec: ClipSpec, size: int, frames: int) -> tuple[str, str, ClipSpec]:
-    write_video(root / rel, render_clip(spec, size, frames))
+def _write_clip(root: Path, rel: str, spec: ClipSpec, size: int, frames: int,
+                background: tuple[int, int, int]) -> tuple[str, str, ClipSpec]:
+    write_video(root / rel, render_clip(spec, size, frames, background))
     return rel, caption(spec), spec
 
 
@@ -260,19 +284,26 @@ def static_caption(colour: str, shape: str, position: str) -> str:
     return f"{_a(colour, shape)} {where}"
 
 
-def sample_static_pairs(n: int, seed: int = 0, size: int = 64) -> tuple[np.ndarray, list[str]]:
+def sample_static_pairs(n: int, seed: int = 0, size: int = 64, two_objects: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """``n`` single images (N, size, size, 3) uint8 with captions of colour, shape and position.
 
     For pretraining a tiny CLIP on the synthetic domain (the demo); same vocabulary as the clips.
+    A share ``two_objects`` of the images shows two objects at two places, captioned
+    "<first> and <second>", so the backbone has seen two things named in one caption.
     """
     rng = np.random.default_rng(seed)
     images = np.empty((n, size, size, 3), np.uint8)
     captions = []
     for i in range(n):
-        (colour, shape), = _objects(rng, 1)
-        position = list(POSITIONS)[rng.integers(len(POSITIONS))]
-        x, y = POSITIONS[position]
-        jitter = rng.uniform(-0.06, 0.06, 2)
-        images[i] = draw(blank(size), colour, shape, x + jitter[0], y + jitter[1], float(rng.uniform(0.1, 0.18)))
-        captions.append(static_caption(colour, shape, position))
+        count = 2 if rng.uniform() < two_objects else 1
+        canvas, parts = blank(size), []
+        places = rng.choice(len(POSITIONS), size=count, replace=False)
+        for (colour, shape), place in zip(_objects(rng, count), places):
+            position = list(POSITIONS)[place]
+            x, y = POSITIONS[position]
+            jitter = rng.uniform(-0.06, 0.06, 2)
+            draw(canvas, colour, shape, x + jitter[0], y + jitter[1], float(rng.uniform(0.1, 0.18)))
+            parts.append(static_caption(colour, shape, position))
+        images[i] = canvas
+        captions.append(" and ".join(parts))
     return images, captions
