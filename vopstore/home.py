@@ -7,6 +7,7 @@ Layout::
       store/store.db     the local store's SQLite database
       store/blobs/       the local store's blobs (content-addressed)
       cache/sha256/ab/<digest>.safetensors   verified blobs from any store, for offline loads
+      cache/precomputed/ab/<key>.safetensors  prompt keys/values the runtime computed (vopstore.runtime.cache_files)
       galleries/<tenant>/<name>/   video galleries and their search indexes (vopstore.gallery)
 """
 
