@@ -105,12 +105,17 @@ def test_a_file_of_another_set_is_refused(backbone, store, published, tmp_path):
     assert_serves_exactly(restarted, backbone, store)
 
 
-def test_each_backbone_dtype_and_device_has_its_own_files(backbone, published, tmp_path):  # noqa: F811
+def test_each_backbone_architecture_dtype_and_device_has_its_own_files(backbone, published, tmp_path):  # noqa: F811
     base = CacheFiles(tmp_path, backbone).path(published)
     for field, value in (("dtype", torch.bfloat16), ("fingerprint", "0" * 64), ("device", torch.device("meta"))):
         other = copy.copy(backbone)
         setattr(other, field, value)
         assert CacheFiles(tmp_path, other).path(published) != base, field
+    other = copy.copy(backbone)
+    other.model = copy.copy(backbone.model)
+    other.model.config = copy.deepcopy(backbone.model.config)
+    other.model.config.text_config.hidden_act = "gelu"  # same weights, another forward
+    assert CacheFiles(tmp_path, other).path(published) != base
 
 
 def test_an_unwritable_cache_folder_costs_only_the_saving(backbone, store, published, caplog):  # noqa: F811

@@ -7,7 +7,8 @@ kept under ``$VOPSTORE_HOME/cache/precomputed/`` and read back by the next load 
 set on the same backbone.
 
 A file is named by the sha256 of what its content depends on (the set's digest, the backbone's
-fingerprint, dtype and device type, and :data:`FORMAT`, bumped whenever the computation changes)
+fingerprint, architecture, SOT token, dtype and device type, and :data:`FORMAT`, bumped whenever
+the computation changes)
 and carries the sha256 of its tensors; a file that is missing, torn, altered or written for
 something else is a miss: the cache is computed again and the file rewritten. Writing is best
 effort (a read-only home only costs the saving).
@@ -16,6 +17,7 @@ effort (a read-only home only costs the saving).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,8 +36,13 @@ class CacheFiles:
 
     def __init__(self, root: str | Path, backbone: Any) -> None:
         self.root = Path(root)
+        # the fingerprint covers the weights and preprocessing; the architecture (activation, heads)
+        # and the SOT id shape the keys too, so they are part of the name as well
+        config = {k: v for k, v in backbone.model.config.to_dict().items() if k != "_name_or_path"}
+        architecture = sha256_bytes(json.dumps(config, sort_keys=True, default=str).encode())
         self._backbone_key = {"fingerprint": backbone.fingerprint, "dtype": str(backbone.dtype),
-                              "device": backbone.device.type, "format": FORMAT}
+                              "device": backbone.device.type, "format": FORMAT, "architecture": architecture,
+                              "sot": backbone.tokenizer.bos_token_id}
         self._device = backbone.device
 
     def path(self, digest: str) -> Path:
