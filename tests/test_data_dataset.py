@@ -123,13 +123,15 @@ def test_undecodable_video_skip_or_raise(synthetic_clips, tmp_path):
 
 def test_dataloader_with_two_workers_matches_in_process(synthetic_clips):
     ds = make(samples_of(synthetic_clips[:4]), train=True, flip=False)
+    in_process = ds[2][0]  # decoded here BEFORE the workers fork, as a trainer's evaluation does: with
+    # FFmpeg's automatic scaler threads, a worker forked after that hung in its first frame (PyAV 18)
     collate = VideoTextCollate(fake_tokenize)
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate, timeout=120)
     batches = list(loader)
     assert len(batches) == 2
     b = batches[1]
     assert b["pixel_values"].shape == (2, 4, 3, 16, 16)
     assert b["index"].tolist() == [2, 3] and b["captions"] == [c.caption for c in synthetic_clips[2:4]]
     assert b["text"]["input_ids"].tolist() == fake_tokenize(b["captions"])["input_ids"].tolist()
-    assert torch.equal(b["pixel_values"][0], ds[2][0])  # same draw in a worker as in this process
+    assert torch.equal(b["pixel_values"][0], in_process)  # same draw in a worker as in this process
     assert "text" not in VideoTextCollate()([ds[0]])

@@ -54,6 +54,16 @@ def frame_count(stream: Any, container: Any) -> int:
     return 0
 
 
+def rgb_array(frame: Any, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded PyAV frame, scaled to ``width`` x ``height`` if given.
+
+    The scaler runs in the calling thread: once one conversion in a process has used FFmpeg's
+    automatic scaler threads, a process forked from it afterwards (a DataLoader worker) hangs
+    in its first conversion, waiting on threads that fork did not copy (PyAV 18, FFmpeg 8).
+    """
+    return frame.to_ndarray(format="rgb24", width=width, height=height, threads=1)
+
+
 def decode_frames(path: str | os.PathLike, num_frames: int = NUM_FRAMES) -> np.ndarray:
     """(F, H, W, 3) uint8 RGB frames of the clip at ``path``.
 
@@ -67,7 +77,7 @@ def decode_frames(path: str | os.PathLike, num_frames: int = NUM_FRAMES) -> np.n
         raise DataError(f"video not found: {path}; pass existing video files or a (B, F, 3, H, W) tensor")
     try:
         with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in _decode(container, num_frames)]
+            frames = [rgb_array(f) for f in _decode(container, num_frames)]
     except (av.FFmpegError, IndexError, ValueError) as exc:
         raise DataError(f"cannot decode video {path} ({type(exc).__name__}: {exc}); re-encode it") from None
     if not frames:

@@ -20,7 +20,7 @@ import numpy as np
 
 from vopstore.errors import ConfigError, DataError
 from vopstore.trainer.config import TRAIN_SAMPLINGS as SAMPLINGS  # validated there before any decoding
-from vopstore.video import frame_count, segment_bounds, uniform_indices  # one rule for training and serving
+from vopstore.video import frame_count, rgb_array, segment_bounds, uniform_indices  # one rule for training and serving
 
 # What a version's config records as its evaluation rule (evaluation never samples at random).
 EVAL_SAMPLING = "uniform: frame (a + b - 1) // 2 of each of num_frames equal ranges [a, b)"
@@ -206,7 +206,7 @@ def _decode(container, stream, path, keep, stop: int | None, short_side: int | N
 
 def _to_rgb(frame, short_side: int | None) -> np.ndarray:
     if short_side is None:
-        return frame.to_ndarray(format="rgb24")
+        return rgb_array(frame)
     w, h = frame.width, frame.height
     scale = short_side / min(w, h)
-    return frame.to_ndarray(format="rgb24", width=max(2, round(w * scale)), height=max(2, round(h * scale)))
+    return rgb_array(frame, max(2, round(w * scale)), max(2, round(h * scale)))
