@@ -10,8 +10,9 @@ One command, prints medians and ratios measured in the same run:
   PEFT's ``set_adapter`` and ``load_adapter`` with a LoRA r=2 on q_proj/v_proj of both towers
   (122,880 parameters, as many as a ViT-B/32 ``vop`` prompt set);
 * cold load: ``Retriever.load`` from the local cache: a set's first load on this machine
-  (computes its keys/values and keeps them; and per set in one ``load_many`` of 16, one pass), a later load in a fresh Retriever (reads them back,
-  as a restarted service does), ``precompute=False``; and pulled from S3 on loopback (moto);
+  (computes its keys/values and keeps them; and per set in one ``load_many`` of 16, one pass),
+  a later load in a fresh Retriever (reads them back, as a restarted service does),
+  ``precompute=False``; and pulled from S3 on loopback (moto);
 * throughput: a 64-row text batch whose rows name 1/4/16/64 tasks, against the single-task
   batch and against sequential sub-batches per task (how PEFT serves mixed LoRA batches);
   a 16-video batch (4 frames each) with 1/4/16 tasks;
@@ -339,7 +340,8 @@ def main() -> None:
           f"{rss_per_task / 1024:.0f} KiB process RSS growth per task")
 
     cold_refs = publish_many(store, backbone, work, 6, prefix="cold")
-    cold = {k: v * 1e3 for k, v in bench_cold(Retriever(backbone, store=store), store, cold_refs, backbone, work).items()}
+    cold = bench_cold(Retriever(backbone, store=store), store, cold_refs, backbone, work)
+    cold = {k: v * 1e3 for k, v in cold.items()}
     print(f"cold load: local cache {cold['kept']:.1f} ms with its kept keys/values (first load on this machine, "
           f"computing them: {cold['computed']:.1f} ms, or {cold['batched']:.1f} ms a set in one load_many of 16; "
           f"precompute=False {cold['off']:.1f} ms), "

@@ -44,7 +44,8 @@ def forbid_computing(monkeypatch) -> None:
     monkeypatch.setattr(precompute, "build_cache", fail)
 
 
-def test_a_restarted_retriever_reads_the_kept_file_and_serves_the_same(backbone, store, published, monkeypatch):  # noqa: F811
+def test_a_restarted_retriever_reads_the_kept_file_and_serves_the_same(backbone, store, published,  # noqa: F811
+                                                                        monkeypatch):
     from vopstore import Retriever
     from vopstore.home import cache_dir
 

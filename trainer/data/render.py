@@ -16,9 +16,9 @@ SHAPES = ("circle", "square", "triangle")
 BACKGROUND = (20, 20, 20)
 
 
-def blank(size: int) -> np.ndarray:
-    """A (size, size, 3) uint8 canvas filled with the background colour."""
-    return np.broadcast_to(np.array(BACKGROUND, np.uint8), (size, size, 3)).copy()
+def blank(size: int, colour: tuple[int, int, int] = BACKGROUND) -> np.ndarray:
+    """A (size, size, 3) uint8 canvas filled with ``colour`` (the pretraining images' background by default)."""
+    return np.broadcast_to(np.array(colour, np.uint8), (size, size, 3)).copy()
 
 
 def shape_mask(shape: str, size: int, cx: float, cy: float, radius: float) -> np.ndarray:

@@ -100,7 +100,7 @@ def render_clip(spec: ClipSpec, size: int = 64, frames: int = 32,
 
 def _render_frame(spec: ClipSpec, size: int, t: float, i: int, frames: int,
                   background: tuple[int, int, int]) -> np.ndarray:
-    canvas = np.broadcast_to(np.array(background, np.uint8), (size, size, 3)).copy()
+    canvas = blank(size, background)
     colour, shape = spec.objects[0]
     if spec.kind == "move":
         (x0, y0), (x1, y1) = DIRECTIONS[spec.direction]
@@ -221,7 +221,7 @@ def generate_synthetic_task(root: Path | str, n_train: int = 64, n_test: int = 3
 
 def _check_rgb(colour) -> tuple[int, int, int]:
     values = tuple(colour) if isinstance(colour, (tuple, list)) else ()
-    if len(values) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in values):
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in values):
         raise ConfigError(f"background must be three integers in 0..255 (R, G, B), got {colour!r}")
     return values
 
@@ -284,7 +284,8 @@ def static_caption(colour: str, shape: str, position: str) -> str:
     return f"{_a(colour, shape)} {where}"
 
 
-def sample_static_pairs(n: int, seed: int = 0, size: int = 64, two_objects: float = 0.0) -> tuple[np.ndarray, list[str]]:
+def sample_static_pairs(n: int, seed: int = 0, size: int = 64,
+                        two_objects: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """``n`` single images (N, size, size, 3) uint8 with captions of colour, shape and position.
 
     For pretraining a tiny CLIP on the synthetic domain (the demo); same vocabulary as the clips.
