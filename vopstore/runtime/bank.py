@@ -37,7 +37,8 @@ import torch
 from vopstore.baselines.configs import BASELINES, OWN_MODEL
 from vopstore.core import canonical_json
 
-GroupKey = tuple[str, str]  # (method name, canonical JSON of its config), or (method name, OWN + task)
+# (method name, canonical JSON of its config[, names of its cached tensors]), or (method name, OWN + task)
+GroupKey = tuple[str, ...]
 CACHE = "cache:"  # storage names of the precomputed keys and values (no prompt tensor name has a colon)
 OWN = "own model:"  # an own model's group key (no canonical JSON starts with it)
 PROMPTS = "prompts"
@@ -46,6 +47,13 @@ PROMPTS = "prompts"
 def group_key(method: str, config: Any) -> GroupKey:
     """The stacking key: sets of one method with one config share a storage."""
     return method, canonical_json(config.to_dict())
+
+
+def storage_key(prepared: Any) -> GroupKey:
+    """The storage a prepared set's slot goes to: its group's, apart from sets of the group holding
+    other cached tensors (a set whose keys and values are still computed in the background)."""
+    key = group_key(prepared.method_cls.name, prepared.config)
+    return (*key, ",".join(sorted(prepared.cache))) if prepared.cache else key
 
 
 def family(method_cls: Any) -> str:
@@ -231,7 +239,7 @@ class BankBuilder:
         oldest = self.oldest_live()
         by_group: dict[GroupKey, list] = {}
         for prepared in add:
-            by_group.setdefault(group_key(prepared.method_cls.name, prepared.config), []).append(prepared)
+            by_group.setdefault(storage_key(prepared), []).append(prepared)
         plans = {}
         for key, items in by_group.items():
             storage = self.storages.get(key) or GroupStorage(items[0].method_cls, items[0].config, _stored(items[0]))

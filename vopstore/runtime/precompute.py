@@ -41,16 +41,10 @@ def with_caches(backbone: Any, prepared: list, files: Any = None) -> list:
     ``files``. Baselines have nothing to cache (no prompt tokens: every key and value depends
     on the request) and pass through unchanged.
     """
-    out = list(prepared)
+    out, missing = read_kept(prepared, files)
     by_group: dict = {}
-    for i, item in enumerate(prepared):
-        if family(item.method_cls) != PROMPTS:
-            continue
-        kept = files.read(item.info.digest, cache_names(item.method_cls, item.config)) if files else None
-        if kept is not None:
-            out[i] = _with_cache(item, kept)
-        else:
-            by_group.setdefault(group_key(item.method_cls.name, item.config), []).append(i)
+    for i in missing:
+        by_group.setdefault(group_key(out[i].method_cls.name, out[i].config), []).append(i)
     for rows in by_group.values():
         first = prepared[rows[0]]
         stacked = {name: torch.stack([prepared[i].tensors[name] for i in rows]) for name in first.tensors}
@@ -60,6 +54,21 @@ def with_caches(backbone: Any, prepared: list, files: Any = None) -> list:
             if files:
                 files.write(prepared[i].info.digest, out[i].cache)
     return out
+
+
+def read_kept(prepared: list, files: Any = None) -> tuple[list, list[int]]:
+    """The prepared sets with the caches ``files`` hold, and the indices of the prompt sets still
+    without one (to compute)."""
+    out, missing = list(prepared), []
+    for i, item in enumerate(prepared):
+        if family(item.method_cls) != PROMPTS:
+            continue
+        kept = files.read(item.info.digest, cache_names(item.method_cls, item.config)) if files else None
+        if kept is not None:
+            out[i] = _with_cache(item, kept)
+        else:
+            missing.append(i)
+    return out, missing
 
 
 def _with_cache(item: Any, cache: dict) -> Any:

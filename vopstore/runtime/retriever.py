@@ -9,8 +9,10 @@ the reference under a short lock. The backbone is never modified.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -20,6 +22,9 @@ from vopstore.runtime import precompute
 from vopstore.runtime.bank import Bank, BankBuilder, Entry
 from vopstore.runtime.loader import Prepared, Source, prepare
 from vopstore.runtime.snapshot import Snapshot, task_frames  # noqa: F401 (task_frames: re-export)
+
+log = logging.getLogger(__name__)
+BACKGROUND = "background"  # Retriever(precompute=...): compute a new set's cache after it serves
 
 
 class Retriever:
@@ -49,16 +54,26 @@ class Retriever:
             Costs memory (see :attr:`memory`), saves most of the prompts' compute. The result is
             kept in ``$VOPSTORE_HOME/cache/precomputed`` (checksummed, keyed by the set and the
             backbone) so that the next load of the set, in this process or a restarted one, reads it.
+            ``"background"``: a set with nothing kept is placed at once and serves through the
+            full forward (same outputs) while a background thread computes its cache, which
+            then replaces it in one bank swap (unless the task was unloaded or reloaded
+            meanwhile); the first load of a set costs what ``precompute=False`` costs. See
+            :meth:`wait_precomputed`.
     """
 
     def __init__(self, backbone: Any, device: str | torch.device = "cpu", *, store: Any = None, remote: Any = None,
                  dtype: torch.dtype = torch.float32, max_tasks: int | None = None,
-                 max_bytes: int | None = None, precompute: bool = True) -> None:
+                 max_bytes: int | None = None, precompute: bool | str = True) -> None:
         for name, value in (("max_tasks", max_tasks), ("max_bytes", max_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
         self.backbone = _backbone(backbone, device, dtype)
+        if precompute not in (True, False, BACKGROUND):
+            raise ConfigError(f"precompute must be True, False or {BACKGROUND!r}, got {precompute!r}")
         self.max_tasks, self.max_bytes, self.precompute = max_tasks, max_bytes, bool(precompute)
+        self._background = precompute == BACKGROUND
+        self._pending: list[Future] = []
+        self._worker: ThreadPoolExecutor | None = None
         self._store_arg, self._remote_arg, self._source = store, remote, None
         self._cache_files = _cache_files(self.backbone) if self.precompute else None
         self._lock = threading.Lock()
@@ -182,9 +197,25 @@ class Retriever:
 
     def load_many(self, refs: Iterable[str]) -> list[Any]:
         """Load several refs all-or-nothing, in one bank swap; return their ``VersionInfo``s."""
-        prepared = self._with_caches([prepare(self.source, self.backbone, ref) for ref in refs])
+        prepared = [prepare(self.source, self.backbone, ref) for ref in refs]
+        if not self._background:
+            self._commit(self._with_caches(prepared))
+            return [p.info for p in prepared]
+        prepared, missing = precompute.read_kept(prepared, self._cache_files)
         self._commit(prepared)
+        if missing:
+            self._precompute_later([prepared[i] for i in missing])
         return [p.info for p in prepared]
+
+    def wait_precomputed(self, timeout: float | None = None) -> bool:
+        """Wait until the caches ``precompute="background"`` is computing are in place (or were
+        dropped: the task was unloaded or reloaded meanwhile). Returns False on ``timeout``."""
+        with self._lock:
+            pending = list(self._pending)
+        done, not_done = wait(pending, timeout=timeout)
+        with self._lock:
+            self._pending = [f for f in self._pending if f not in done]
+        return not not_done
 
     def unload(self, task: str) -> Any:
         """Drop a loaded task; return the ``VersionInfo`` it had. Raises NotFoundError if not loaded."""
@@ -240,6 +271,23 @@ class Retriever:
         if not (self.precompute and prepared):
             return prepared
         return precompute.with_caches(self.backbone, prepared, self._cache_files)
+
+    def _precompute_later(self, plain: list[Prepared]) -> None:
+        """Compute the caches of ``plain`` (sets already serving without one) off the request path and
+        swap them in, each only if its task still holds the version it had."""
+        expected = {p.task: (p.ref, p.info.number, p.info.digest) for p in plain}
+
+        def job() -> None:
+            try:
+                self._commit(precompute.with_caches(self.backbone, plain, self._cache_files), expected=expected)
+            except Exception as exc:  # the sets keep serving through the full forward
+                log.warning("precomputing the keys/values of %s failed (%s: %s); they serve without",
+                            ", ".join(expected), type(exc).__name__, exc)
+
+        with self._lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vopstore-precompute")
+            self._pending = [f for f in self._pending if not f.done()] + [self._worker.submit(job)]
 
     def _commit(self, prepared: list[Prepared], expected: Mapping[str, tuple] | None = None) -> list[Prepared]:
         """Swap in ``prepared``; with ``expected`` (refresh: task -> the entry it looked at), a task
