@@ -129,3 +129,23 @@ def test_precompute_takes_only_its_three_values(backbone):  # noqa: F811
     for bad in ("later", 1.5, None):
         with pytest.raises(ConfigError, match="precompute must be True, False or 'background'"):
             Retriever(backbone, precompute=bad)
+
+
+def test_refresh_follows_a_moved_alias_the_same_way(backbone, store, tmp_path, held):  # noqa: F811
+    from vopstore import Retriever
+
+    publish(store, backbone, tmp_path, TASK, "vop", CONFIGS["vop"], seed=10)
+    store.tag(TASK + "@v1", "prod")
+    r = Retriever(backbone, store=store, precompute="background")
+    held.set()
+    r.load(TASK + "@prod")
+    assert r.wait_precomputed(timeout=60)
+    held.clear()
+    publish(store, backbone, tmp_path, TASK, "vop", CONFIGS["vop"], seed=11)
+    store.tag(TASK + "@v2", "prod")
+    assert list(r.refresh()) == [TASK]
+    assert r.loaded[TASK].number == 2 and not reads_cache(r, TASK)  # serving v2 at once, its cache pending
+    assert_exact(r, backbone, store, TASK)
+    held.set()
+    assert r.wait_precomputed(timeout=60) and reads_cache(r, TASK)
+    assert_exact(r, backbone, store, TASK)

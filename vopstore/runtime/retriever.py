@@ -197,14 +197,7 @@ class Retriever:
 
     def load_many(self, refs: Iterable[str]) -> list[Any]:
         """Load several refs all-or-nothing, in one bank swap; return their ``VersionInfo``s."""
-        prepared = [prepare(self.source, self.backbone, ref) for ref in refs]
-        if not self._background:
-            self._commit(self._with_caches(prepared))
-            return [p.info for p in prepared]
-        prepared, missing = precompute.read_kept(prepared, self._cache_files)
-        self._commit(prepared)
-        if missing:
-            self._precompute_later([prepared[i] for i in missing])
+        prepared = self._place([prepare(self.source, self.backbone, ref) for ref in refs])
         return [p.info for p in prepared]
 
     def wait_precomputed(self, timeout: float | None = None) -> bool:
@@ -241,7 +234,7 @@ class Retriever:
             if info.digest != entry.info.digest or info.number != entry.info.number:
                 changed.append(_prepare_resolved(self, entry.ref, info))
                 seen[entry.task] = _identity(entry)
-        committed = self._commit(self._with_caches(changed), expected=seen)
+        committed = self._place(changed, expected=seen)
         return {p.task: p.info for p in committed}
 
     # -- internals --------------------------------------------------------------------------------
@@ -267,10 +260,19 @@ class Retriever:
         for task in tasks:
             self._last_used[task] = next(self._clock)
 
-    def _with_caches(self, prepared: list[Prepared]) -> list[Prepared]:
+    def _place(self, prepared: list[Prepared], expected: Mapping[str, tuple] | None = None) -> list[Prepared]:
+        """Commit ``prepared`` with their caches (see :meth:`_commit`); in background mode the caches
+        nothing kept are computed after the commit. Returns what was committed."""
         if not (self.precompute and prepared):
-            return prepared
-        return precompute.with_caches(self.backbone, prepared, self._cache_files)
+            return self._commit(prepared, expected)
+        if not self._background:
+            return self._commit(precompute.with_caches(self.backbone, prepared, self._cache_files), expected)
+        prepared, missing = precompute.read_kept(prepared, self._cache_files)
+        committed = self._commit(prepared, expected)
+        later = [p for p in (prepared[i] for i in missing) if any(p is c for c in committed)]
+        if later:
+            self._precompute_later(later)
+        return committed
 
     def _precompute_later(self, plain: list[Prepared]) -> None:
         """Compute the caches of ``plain`` (sets already serving without one) off the request path and
