@@ -57,8 +57,9 @@ class Retriever:
             ``"background"``: a set with nothing kept is placed at once and serves through the
             full forward (same outputs) while a background thread computes its cache, which
             then replaces it in one bank swap (unless the task was unloaded or reloaded
-            meanwhile); the first load of a set costs what ``precompute=False`` costs. See
-            :meth:`wait_precomputed`.
+            meanwhile); the first load of a set costs what ``precompute=False`` costs. The cache's
+            bytes count against ``max_bytes`` from that swap on (least recently used tasks may be
+            evicted then; a cache that cannot fit is dropped with a warning). See :meth:`wait_precomputed`.
     """
 
     def __init__(self, backbone: Any, device: str | torch.device = "cpu", *, store: Any = None, remote: Any = None,
