@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+
 from tests.fixtures import preloaded
 from tests.fixtures.stores import make_checkpoint
 
@@ -47,3 +51,31 @@ def test_concurrent_writers_get_consecutive_numbers(store_spec, tmp_path):
     assert sorted(outputs) == sorted(v.ref for v in versions)
     assert len({v.digest for v in versions}) == total
     assert store.verify() == []
+
+
+def test_a_new_store_opens_while_another_process_holds_its_write_lock(tmp_path):
+    """SQLite fails the switch to WAL at once (no busy wait) while another connection holds a
+    write lock: openers of a new store that meet each other wait for the lock instead."""
+    from vopstore.store import open_store
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    holder = sqlite3.connect(folder / "store.db", isolation_level=None)  # a fresh file, rollback-journal mode
+    holder.execute("BEGIN IMMEDIATE")
+    opened: list = []
+
+    def open_it():
+        try:
+            opened.append(open_store(folder.as_uri()))
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            opened.append(exc)
+
+    opener = threading.Thread(target=open_it)
+    opener.start()
+    time.sleep(0.5)  # the opener meets the held lock
+    holder.execute("COMMIT")
+    holder.close()
+    opener.join(timeout=60)
+    store = opened[0]
+    assert not isinstance(store, Exception), store
+    assert store.add("shared", make_checkpoint(tmp_path / "a.st", seed=1)).number == 1

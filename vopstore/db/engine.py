@@ -68,8 +68,8 @@ def _setup_sqlite(engine, read_only: bool = False) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
-        if not read_only and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # set once per file
-            cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -77,6 +77,31 @@ def _setup_sqlite(engine, read_only: bool = False) -> None:
     def _on_begin(conn):
         immediate = conn.get_execution_options().get("immediate", False) and not read_only
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _enable_wal(cursor) -> None:
+    """Switch the file to WAL mode (once per file), waiting out other connections as a busy timeout would.
+
+    SQLite does not call its busy handler for this switch when another connection holds a write
+    lock (it would risk a deadlock): it fails at once with "database is locked". Processes that
+    open a new store together meet exactly that, so the switch is retried until the timeout.
+    """
+    import sqlite3
+    import time
+
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.002
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("database is locked (could not switch it to WAL mode)")
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
 
 
 def redact(url: str) -> str:
