@@ -25,6 +25,9 @@ def serve(backbone: str = typer.Option(..., "--backbone", help="Hub name or fold
           max_video: str = typer.Option("256MiB", "--max-video", help="Largest video upload."),
           max_seconds: float = typer.Option(600.0, "--max-seconds", help="Longest video upload."),
           max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="LRU bound on loaded tasks."),
+          precompute: str = typer.Option("background", "--precompute", help="Prompt keys/values of a loaded "
+                                         "task: background (serve at once, switch to them when computed), "
+                                         "on (compute before the load returns) or off."),
           log_level: str = typer.Option("info", "--log-level")) -> None:
     """Serve embeddings and gallery search over HTTP, co-batching requests of many tasks."""
     from vopstore.cli.admin_cmds import parse_size  # importing it registers its commands: only when serve runs
@@ -33,4 +36,4 @@ def serve(backbone: str = typer.Option(..., "--backbone", help="Hub name or fold
     run(ServeOptions(backbone=backbone, device=device, remote=remote, load=list(load), host=host, port=port,
                      max_rows=max_batch, max_wait_ms=max_wait_ms, refresh_s=refresh, token_ttl_s=token_ttl,
                      max_video_bytes=parse_size(max_video), max_video_seconds=max_seconds, max_tasks=max_tasks,
-                     log_level=log_level))
+                     precompute=precompute, log_level=log_level))

@@ -40,3 +40,9 @@ def test_unknown_task_is_exit_1(capsys):
 def test_success_returns_0(capsys):
     code, out, _ = _run(capsys, ["version"])
     assert code == 0 and out.strip()
+
+
+def test_serve_with_an_unknown_precompute_mode_is_one_line_before_loading_anything(capsys, tmp_path):
+    code, _, err = _run(capsys, ["serve", "--backbone", str(tmp_path / "no-backbone"), "--precompute", "sometimes"])
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "--precompute must be one of on, off, background" in err

@@ -179,6 +179,21 @@ def test_tenants_never_reach_each_other(serving):
         assert httpx.post(f"{serving.url}/v1/embed/text", json={"texts": ["x"]}, headers=headers).status_code == 401
 
 
+def test_loaded_tasks_switch_to_their_precomputed_keys_values(serving):
+    """`serve` precomputes in the background: a task loaded at start is ready with its cache, and a
+    task loaded later gets its cache without another load (the listing shows its bytes)."""
+    a = serving.acme.name
+    deadline = time.monotonic() + 60
+    while True:
+        listed = {t["task"]: t for t in httpx.get(f"{serving.url}/v1/tasks", headers=serving.acme.headers("read")).json()}
+        if all(t["cache_bytes"] > 0 for t in listed.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert set(listed) == {f"{a}/{t}" for t in ("lsmdc", "msrvtt", "didemo")}
+    assert {task: t["cache_bytes"] > 0 for task, t in listed.items()} == dict.fromkeys(listed, True)
+    assert all(t["bytes"] > t["cache_bytes"] for t in listed.values())  # the prompts themselves count too
+
+
 @pytest.mark.parametrize("body", [{}, {"texts": []}, {"texts": "not a list"}, {"texts": ["x"], "task": "a/b/c"},
                                   {"texts": ["x"] * 300}, {"texts": ["x" * 5000]}, {"texts": ["x"], "k": 3},
                                   {"texts": ["x", "y"], "tasks": [None]}])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
+from vopstore.errors import ConfigError
 from vopstore.gallery import Galleries
 from vopstore.refs import parse_ref
 from vopstore.runtime.retriever import Retriever
@@ -36,7 +37,14 @@ class ServeOptions:
     max_video_bytes: int = 256 * 1024 * 1024
     max_video_seconds: float = 600.0
     max_tasks: int | None = None
+    precompute: str = "background"  # "on", "off" or "background" (see PRECOMPUTE)
     log_level: str = "info"
+
+
+# --precompute: how a loaded set gets its precomputed prompt keys/values. "background" (the
+# default) keeps a load or an alias switch from waiting on them: the set serves at once through
+# the full forward (same outputs) and is switched to its cache when it is ready.
+PRECOMPUTE = {"on": True, "off": False, "background": "background"}
 
 
 def build_service(options: ServeOptions):
@@ -44,7 +52,10 @@ def build_service(options: ServeOptions):
     remote = options.remote  # a registry server's URL: each caller's own token reads from it
     if remote and not remote.startswith(("http://", "https://")):
         remote = open_store(remote)  # a trusted direct store (its token table checks the callers)
-    retriever = Retriever(options.backbone, options.device, max_tasks=options.max_tasks)
+    if options.precompute not in PRECOMPUTE:
+        raise ConfigError(f"--precompute must be one of {', '.join(PRECOMPUTE)}, got {options.precompute!r}")
+    retriever = Retriever(options.backbone, options.device, max_tasks=options.max_tasks,
+                          precompute=PRECOMPUTE[options.precompute])
     return Service(retriever, remote=remote, galleries=Galleries(), max_rows=options.max_rows,
                    max_wait_s=options.max_wait_ms / 1000, token_ttl_s=options.token_ttl_s,
                    max_video_seconds=options.max_video_seconds, max_video_bytes=options.max_video_bytes)
@@ -55,6 +66,7 @@ def serve(options: ServeOptions) -> None:
     token = os.environ.get("VOPSTORE_TOKEN")
     for ref in options.load:  # before the port opens: /readyz is true from the first request
         _load_at_start(service, ref, token)
+    service.retriever.wait_precomputed()  # /readyz turns true at full speed
     service.ready = True
     app = create_app(service)
 
