@@ -180,12 +180,13 @@ def test_tenants_never_reach_each_other(serving):
 
 
 def test_loaded_tasks_switch_to_their_precomputed_keys_values(serving):
-    """`serve` precomputes in the background: a task loaded at start is ready with its cache, and a
-    task loaded later gets its cache without another load (the listing shows its bytes)."""
+    """`serve` precomputes in the background: every loaded task gets its cache without another
+    load, and the listing shows its bytes (--load before /readyz: test_serving_start.py)."""
     a = serving.acme.name
     deadline = time.monotonic() + 60
     while True:
-        listed = {t["task"]: t for t in httpx.get(f"{serving.url}/v1/tasks", headers=serving.acme.headers("read")).json()}
+        response = httpx.get(f"{serving.url}/v1/tasks", headers=serving.acme.headers("read"))
+        listed = {t["task"]: t for t in response.json()}
         if all(t["cache_bytes"] > 0 for t in listed.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.1)

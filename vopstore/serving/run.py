@@ -49,11 +49,11 @@ PRECOMPUTE = {"on": True, "off": False, "background": "background"}
 
 def build_service(options: ServeOptions):
     """The Service for ``options`` (backbone loaded; nothing loaded yet)."""
+    if options.precompute not in PRECOMPUTE:
+        raise ConfigError(f"--precompute must be one of {', '.join(PRECOMPUTE)}, got {options.precompute!r}")
     remote = options.remote  # a registry server's URL: each caller's own token reads from it
     if remote and not remote.startswith(("http://", "https://")):
         remote = open_store(remote)  # a trusted direct store (its token table checks the callers)
-    if options.precompute not in PRECOMPUTE:
-        raise ConfigError(f"--precompute must be one of {', '.join(PRECOMPUTE)}, got {options.precompute!r}")
     retriever = Retriever(options.backbone, options.device, max_tasks=options.max_tasks,
                           precompute=PRECOMPUTE[options.precompute])
     return Service(retriever, remote=remote, galleries=Galleries(), max_rows=options.max_rows,
@@ -61,13 +61,19 @@ def build_service(options: ServeOptions):
                    max_video_seconds=options.max_video_seconds, max_video_bytes=options.max_video_bytes)
 
 
-def serve(options: ServeOptions) -> None:
+def start_service(options: ServeOptions):
+    """The Service for ``options`` with its ``--load`` tasks loaded, keys/values included: ready to serve."""
     service = build_service(options)
     token = os.environ.get("VOPSTORE_TOKEN")
     for ref in options.load:  # before the port opens: /readyz is true from the first request
         _load_at_start(service, ref, token)
     service.retriever.wait_precomputed()  # /readyz turns true at full speed
     service.ready = True
+    return service
+
+
+def serve(options: ServeOptions) -> None:
+    service = start_service(options)
     app = create_app(service)
 
     @contextlib.asynccontextmanager

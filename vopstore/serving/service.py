@@ -238,7 +238,8 @@ class Service:
                 continue
             followed = self.followed.get(task)
             out.append({"task": task, "ref": info.ref, "digest": info.digest, "method": info.method,
-                        "bytes": entry.nbytes, "cache_bytes": entry.cache_bytes, "follows": followed.ref if followed else None,
+                        "bytes": entry.nbytes, "cache_bytes": entry.cache_bytes,
+                        "follows": followed.ref if followed else None,
                         "last_used": self.retriever._last_used.get(task)})
         return out
 
