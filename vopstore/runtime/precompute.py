@@ -20,7 +20,7 @@ prompts yields the rows' keys.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -42,8 +42,13 @@ def with_caches(backbone: Any, prepared: list, files: Any = None) -> list:
     on the request) and pass through unchanged.
     """
     out, missing = read_kept(prepared, files)
-    by_group: dict = {}
-    for i in missing:
+    return with_computed_caches(backbone, out, missing, files)
+
+
+def with_computed_caches(backbone: Any, prepared: list, indices: Iterable[int], files: Any = None) -> list:
+    """The prepared sets with the caches of ``prepared[indices]`` (prompt sets) computed and written to ``files``."""
+    out, by_group = list(prepared), {}
+    for i in indices:
         by_group.setdefault(group_key(out[i].method_cls.name, out[i].config), []).append(i)
     for rows in by_group.values():
         first = prepared[rows[0]]

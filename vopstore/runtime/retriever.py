@@ -282,7 +282,9 @@ class Retriever:
 
         def job() -> None:
             try:
-                self._commit(precompute.with_caches(self.backbone, plain, self._cache_files), expected=expected)
+                # nothing kept for these (read_kept just looked): compute, without reading the files again
+                computed = precompute.with_computed_caches(self.backbone, plain, range(len(plain)), self._cache_files)
+                self._commit(computed, expected=expected)
             except Exception as exc:  # the sets keep serving through the full forward
                 log.warning("precomputing the keys/values of %s failed (%s: %s); they serve without",
                             ", ".join(expected), type(exc).__name__, exc)
